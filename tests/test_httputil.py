@@ -1,0 +1,446 @@
+"""HTTP protocol helpers (SPEC §3.2-3.4, §3.6): tables, inverse pairs, properties."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyvo_dl._httputil import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    TRANSIENT_STATUSES,
+    ContentRange,
+    check_url,
+    format_content_range,
+    format_range,
+    headers_for_redirect,
+    is_redirect_status,
+    is_transient_status,
+    parse_content_length,
+    parse_content_range,
+    parse_retry_after,
+    plan_ranges,
+    resolve_redirect,
+    same_origin,
+    strong_validator,
+)
+
+# Sun, 06 Nov 1994 08:49:37 GMT, the example date of RFC 9110.
+NOW = 784111777.0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://example.com/a", "http://example.com/a"),
+        ("HTTPS://example.com/a", "https://example.com/a"),
+        ("https://example.com", "https://example.com"),
+        ("http://127.0.0.1:8080/x?a=1&b=2", "http://127.0.0.1:8080/x?a=1&b=2"),
+        ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+        ("https://user:pw@example.com/x", "https://user:pw@example.com/x"),
+        (" https://example.com/x \n", "https://example.com/x"),
+        ("https://example.com/x.fits#frag", "https://example.com/x.fits"),
+        ("https://example.com/a b.fits", "https://example.com/a%20b.fits"),
+        ("https://example.com/a%20b.fits", "https://example.com/a%20b.fits"),
+        ("https://example.com/€.fits?q=a b", "https://example.com/%E2%82%AC.fits?q=a%20b"),
+        (
+            "https://example.com/s?file=/a/b.fits&x=%2F",
+            "https://example.com/s?file=/a/b.fits&x=%2F",
+        ),
+        ("https://bücher.example/x", "https://xn--bcher-kva.example/x"),
+        ("https://üser@bücher.example:8443/x", "https://%C3%BCser@xn--bcher-kva.example:8443/x"),
+    ],
+)
+def test_check_url_accepts(url: str, expected: str) -> None:
+    assert check_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://example.com/x", "not an http or https URL"),
+        ("file:///etc/passwd", "not an http or https URL"),
+        ("javascript:alert(1)", "not an http or https URL"),
+        ("s3://bucket/key", "not an http or https URL"),
+        ("example.com/x.fits", "not an http or https URL"),
+        ("", "not an http or https URL"),
+        ("http:///x.fits", "has no host"),
+        ("https://:443/x", "has no host"),
+        ("http://exa mple.com/", "invalid host"),
+        ("http://example.com:99999/", "malformed URL"),
+        ("http://example.com:port/", "malformed URL"),
+        ("http://[::1/x", "malformed URL"),
+        ("http://example.com/\x00", "control characters"),
+        ("http://example.com/a\r\nHost: evil", "control characters"),
+    ],
+)
+def test_check_url_refuses(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(url))) as info:
+        check_url(url)
+    assert reason in str(info.value)
+
+
+def test_check_url_refuses_a_non_string() -> None:
+    with pytest.raises(TypeError, match="None"):
+        check_url(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes 0-499/1234", ContentRange(0, 499, 1234)),
+        ("bytes 500-1233/1234", ContentRange(500, 1233, 1234)),
+        ("bytes 0-0/1", ContentRange(0, 0, 1)),
+        ("bytes 42-99/*", ContentRange(42, 99, None)),
+        ("bytes */1234", ContentRange(None, None, 1234)),
+        ("bytes */0", ContentRange(None, None, 0)),
+        ("  BYTES 1-2/3  ", ContentRange(1, 2, 3)),
+        ("bytes 0-499/12345678901234567890", ContentRange(0, 499, 12345678901234567890)),
+    ],
+)
+def test_parse_content_range(value: str, expected: ContentRange) -> None:
+    assert parse_content_range(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "bytes",
+        "bytes */*",
+        "bytes 5-4/10",
+        "bytes 0-10/10",
+        "bytes 0-/10",
+        "bytes -5/10",
+        "bytes 0-4",
+        "items 0-4/10",
+        "bytes=0-4/10",
+        "bytes 0-4/10, bytes 5-9/10",
+        "bytes +0-4/10",
+        "bytes 0x0-4/10",
+        "bytes \u0661-4/10",
+    ],
+)
+def test_parse_content_range_refuses(value: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(value))):
+        parse_content_range(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["bytes 0-499/1234", "bytes 42-99/*", "bytes */1234", "bytes 0-0/1"],
+)
+def test_content_range_round_trips(value: str) -> None:
+    assert format_content_range(*parse_content_range(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [(0, None, "bytes=0-"), (1024, None, "bytes=1024-"), (0, 0, "bytes=0-0"), (5, 9, "bytes=5-9")],
+)
+def test_format_range(start: int, end: int | None, expected: str) -> None:
+    assert format_range(start, end) == expected
+
+
+@pytest.mark.parametrize(("start", "end"), [(-1, None), (5, 4), (-3, -1)])
+def test_format_range_refuses(start: int, end: int | None) -> None:
+    with pytest.raises(ValueError, match="invalid byte range"):
+        format_range(start, end)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1234", 1234),
+        ("0", 0),
+        (" 42 ", 42),
+        ("10, 10", 10),
+        ("10,10,10", 10),
+        ("10, 11", None),
+        ("", None),
+        (None, None),
+        ("-1", None),
+        ("+5", None),
+        ("1_000", None),
+        ("1e3", None),
+        ("abc", None),
+        ("10,", None),
+        ("\u0661\u0662", None),
+        ("98765432109876543210", 98765432109876543210),
+    ],
+)
+def test_parse_content_length(value: str | None, expected: int | None) -> None:
+    assert parse_content_length(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        (" 5 ", 5.0),
+        ("99999999999999999999999", 1e23),
+        ("Sun, 06 Nov 1994 08:49:47 GMT", 10.0),
+        ("Sunday, 06-Nov-94 08:49:47 GMT", 10.0),
+        ("Sun Nov  6 08:49:47 1994", 10.0),
+        ("Sun, 06 Nov 1994 09:49:47 +0100", 10.0),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 0.0),
+        ("Sat, 05 Nov 1994 08:49:37 GMT", 0.0),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
+        ("-5", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("Sun, 06 Nov 1994", None),
+        ("Mon, 32 Foo 1994 08:49:37 GMT", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, NOW) == expected
+
+
+def test_parse_retry_after_overflowing_number_is_infinite_not_an_error() -> None:
+    assert parse_retry_after("9" * 400, NOW) == math.inf
+
+
+@pytest.mark.parametrize(
+    ("status", "transient", "redirect"),
+    [
+        (200, False, False),
+        (206, False, False),
+        (301, False, True),
+        (302, False, True),
+        (303, False, True),
+        (304, False, False),
+        (305, False, False),
+        (307, False, True),
+        (308, False, True),
+        (400, False, False),
+        (403, False, False),
+        (404, False, False),
+        (408, True, False),
+        (416, False, False),
+        (429, True, False),
+        (500, True, False),
+        (501, False, False),
+        (502, True, False),
+        (503, True, False),
+        (504, True, False),
+        (505, False, False),
+    ],
+)
+def test_status_classes(status: int, transient: bool, redirect: bool) -> None:
+    assert is_transient_status(status) is transient
+    assert is_redirect_status(status) is redirect
+
+
+def test_constants() -> None:
+    assert frozenset({408, 429, 500, 502, 503, 504}) == TRANSIENT_STATUSES
+    assert frozenset({301, 302, 303, 307, 308}) == REDIRECT_STATUSES
+    assert MAX_REDIRECTS == 10
+
+
+@pytest.mark.parametrize(
+    ("base", "location", "expected"),
+    [
+        ("https://a.example/x/y.fits", "/z.fits", "https://a.example/z.fits"),
+        ("https://a.example/x/y.fits", "z.fits", "https://a.example/x/z.fits"),
+        ("https://a.example/x/y.fits", "../z.fits", "https://a.example/z.fits"),
+        ("https://a.example/x/y.fits", "//b.example/p", "https://b.example/p"),
+        ("https://a.example/x", "http://b.example:8080/p?q=1", "http://b.example:8080/p?q=1"),
+        ("https://a.example/x", " /z.fits ", "https://a.example/z.fits"),
+        ("https://a.example/x", "/€ x.fits", "https://a.example/%E2%82%AC%20x.fits"),
+        ("https://a.example/x", "?page=2", "https://a.example/x?page=2"),
+        ("https://a.example/x#frag", "/y#top", "https://a.example/y"),
+    ],
+)
+def test_resolve_redirect(base: str, location: str, expected: str) -> None:
+    assert resolve_redirect(base, location) == expected
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "file:///etc/passwd",
+        "ftp://b.example/x",
+        "javascript:alert(1)",
+        "data:text/plain,hi",
+        "s3://bucket/key",
+        "http:///nohost",
+        "https://b.example:bad/",
+        "http://b.example/\r\nX: y",
+    ],
+)
+def test_resolve_redirect_refuses(location: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(location))):
+        resolve_redirect("https://a.example/x", location)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("https://example.org/a", "https://example.org/b?x=1", True),
+        ("https://EXAMPLE.org/a", "https://example.org:443/b", True),
+        ("HTTP://example.org:80/a", "http://example.org/b", True),
+        ("https://user:pw@example.org/a", "https://example.org/b", True),
+        ("http://[::1]:8080/a", "http://[::1]:8080/b", True),
+        ("http://example.org/a", "https://example.org/a", False),
+        ("https://example.org/a", "https://example.org:8443/a", False),
+        ("https://example.org/a", "https://www.example.org/a", False),
+        ("https://example.org/a", "https://example.org./a", False),
+        ("http://127.0.0.1:8080/", "http://localhost:8080/", False),
+        ("https://example.org:bad/", "https://example.org:bad/", False),
+        ("/relative", "/relative", False),
+    ],
+)
+def test_same_origin(a: str, b: str, expected: bool) -> None:
+    assert same_origin(a, b) is expected
+    assert same_origin(b, a) is expected
+
+
+HEADERS = {
+    "Authorization": "AWS4-HMAC-SHA256 Credential=...",
+    "COOKIE": "session=1",
+    "proxy-authorization": "Basic eDp5",
+    "X-Amz-Date": "20240101T000000Z",
+    "x-amz-security-token": "token",
+    "X-AMZ-Content-SHA256": "UNSIGNED-PAYLOAD",
+    "Host": "a.example",
+    "Range": "bytes=100-",
+    "If-Range": '"etag"',
+    "User-Agent": "pyvo_dl",
+    "Accept-Encoding": "identity",
+    "X-Other": "kept",
+    "amz-x": "kept",
+}
+KEPT = {"Range", "If-Range", "User-Agent", "Accept-Encoding", "X-Other", "amz-x"}
+
+
+def test_headers_for_redirect_same_origin_copies() -> None:
+    result = headers_for_redirect(HEADERS, True)
+    assert result == HEADERS
+    assert result is not HEADERS
+
+
+def test_headers_for_redirect_other_origin_drops_credentials() -> None:
+    result = headers_for_redirect(HEADERS, False)
+    assert set(result) == KEPT
+    assert all(result[name] == HEADERS[name] for name in KEPT)
+
+
+@pytest.mark.parametrize(
+    ("etag", "last_modified", "expected"),
+    [
+        ('"abc"', "Wed, 21 Oct 2015 07:28:00 GMT", '"abc"'),
+        ('"abc"', None, '"abc"'),
+        (' "abc" ', None, '"abc"'),
+        ('W/"abc"', "Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ('w/"abc"', "Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ('W/"abc"', None, None),
+        (None, "Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ("", "  ", None),
+        (None, None, None),
+    ],
+)
+def test_strong_validator(
+    etag: str | None, last_modified: str | None, expected: str | None
+) -> None:
+    assert strong_validator(etag, last_modified) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "parts", "expected"),
+    [
+        (0, 4, []),
+        (1, 1, [(0, 0)]),
+        (1, 4, [(0, 0)]),
+        (10, 1, [(0, 9)]),
+        (10, 2, [(0, 4), (5, 9)]),
+        (10, 3, [(0, 3), (4, 7), (8, 9)]),
+        (10, 4, [(0, 2), (3, 5), (6, 8), (9, 9)]),
+        (10, 6, [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]),
+        (2, 5, [(0, 0), (1, 1)]),
+        (100, 10, [(i, i + 9) for i in range(0, 100, 10)]),
+    ],
+)
+def test_plan_ranges(size: int, parts: int, expected: list[tuple[int, int]]) -> None:
+    assert plan_ranges(size, parts) == expected
+
+
+@pytest.mark.parametrize(("size", "parts"), [(-1, 1), (10, 0), (10, -2)])
+def test_plan_ranges_refuses(size: int, parts: int) -> None:
+    with pytest.raises(ValueError, match="cannot plan"):
+        plan_ranges(size, parts)
+
+
+def test_plan_ranges_formats_into_range_headers() -> None:
+    headers = [format_range(start, end) for start, end in plan_ranges(256 << 20, 10)]
+    assert headers[0] == "bytes=0-26843545"
+    assert headers[-1] == "bytes=241591914-268435455"
+
+
+# -- properties ------------------------------------------------------------------
+
+
+@pytest.mark.property
+@given(st.integers(0, 10**12), st.integers(1, 64))
+def test_plan_ranges_covers_every_byte_exactly_once(size: int, parts: int) -> None:
+    ranges = plan_ranges(size, parts)
+    assert len(ranges) <= parts
+    expected_start = 0
+    for start, end in ranges:
+        assert start == expected_start
+        assert end >= start
+        expected_start = end + 1
+    assert expected_start == size
+    lengths = {end - start + 1 for start, end in ranges[:-1]}
+    assert len(lengths) <= 1
+    assert all(ranges[-1][1] - ranges[-1][0] + 1 <= length for length in lengths)
+
+
+@pytest.mark.property
+@given(
+    st.integers(0, 2**63),
+    st.integers(0, 2**63),
+    st.one_of(st.none(), st.integers(1, 2**64)),
+)
+def test_content_range_format_then_parse(start: int, length: int, total: int | None) -> None:
+    end = start + length
+    if total is not None and end >= total:
+        total = end + 1
+    value = format_content_range(start, end, total)
+    assert parse_content_range(value) == ContentRange(start, end, total)
+
+
+@pytest.mark.property
+@given(st.text(max_size=60))
+def test_parse_retry_after_never_fails_nor_goes_negative(value: str) -> None:
+    result = parse_retry_after(value, NOW)
+    assert result is None or result >= 0.0
+
+
+@pytest.mark.property
+@given(st.text(max_size=60))
+def test_check_url_raises_only_value_error(tail: str) -> None:
+    try:
+        url = check_url("https://example.com/" + tail)
+    except ValueError:
+        return
+    assert url.isascii()
+    assert not re.search(r"[\x00-\x20\x7f#]", url)
+
+
+@pytest.mark.property
+@given(st.text(max_size=40))
+def test_resolve_redirect_only_reaches_http(location: str) -> None:
+    try:
+        target = resolve_redirect("https://a.example/dir/x", location)
+    except ValueError:
+        return
+    assert target.startswith(("http://", "https://"))
