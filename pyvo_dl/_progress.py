@@ -1,0 +1,1039 @@
+"""Progress display for downloads (SPEC §4).
+
+The top of the file holds pure formatters (bytes, rate, ETA, one bar line of
+an exact width); below them are the *sinks*, one object per file download,
+that the engine feeds with the same three calls whatever is shown:
+
+``start(total, initial=0)``
+    The body is about to be streamed; ``total`` is the full size in bytes
+    (``None`` when the server gives none) and ``initial`` the bytes already
+    on disk (a resumed ``.part``). May be called again when a download
+    restarts or resumes after a retry.
+``update(done)``
+    ``done`` is the absolute number of bytes of the file present so far.
+    Called once per received buffer, so every sink keeps it cheap: at most
+    one clock read, and at most ~10 redraws a second.
+``finish(ok)``
+    The download ended, verified (``ok=True``) or failed. Later calls are
+    ignored.
+
+A sink never raises because of its output: a closed or broken stream turns
+it silent, and characters the stream cannot encode are replaced. Per-file
+sinks are not thread-safe (one thread drives one file); :class:`AggregateSink`
+is. Nothing here uses colours or escape sequences other than ``\\r``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections import deque
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Final, TextIO
+
+__all__ = [
+    "AggregateSink",
+    "BarSink",
+    "CallbackSink",
+    "LineSink",
+    "NullAggregate",
+    "NullSink",
+    "format_aggregate_line",
+    "format_bar_line",
+    "format_bytes",
+    "format_duration",
+    "format_eta",
+    "format_rate",
+    "make_aggregate",
+    "make_sink",
+]
+
+#: Seconds between two redraws of a live bar: smooth to the eye, and cheap
+#: next to the ~1000 buffers a second a fast download delivers.
+REDRAW_INTERVAL: Final = 0.1
+#: Seconds of history behind the displayed rate: long enough to smooth TCP
+#: bursts, short enough to follow a real change of speed.
+RATE_WINDOW: Final = 5.0
+#: ETAs beyond this many seconds (100 hours) carry no information.
+MAX_ETA: Final = 100 * 3600
+
+# ASCII, not "…": a stream with a legacy encoding (LANG=C on an HPC node)
+# must never fail on the progress display.
+_ELLIPSIS: Final = "..."
+_MIN_LABEL: Final = 12
+_MIN_BAR: Final = 5
+_MAX_BAR: Final = 30
+_UNITS: Final = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+# Width of format_bytes() and format_rate() at their widest ("9.99 KiB"),
+# so that numbers changing length do not make the bar jump.
+_BYTES_WIDTH: Final = 8
+_RATE_WIDTH: Final = 10
+
+
+# --------------------------------------------------------------------------
+# Pure formatters
+
+
+def format_bytes(n: int) -> str:
+    """Format a byte count with binary units and three significant digits.
+
+    Parameters
+    ----------
+    n : int
+        A number of bytes, at least 0.
+
+    Returns
+    -------
+    str
+        At most 8 characters: plain bytes below 1000, otherwise KiB, MiB,
+        ... with as many decimals as keep three significant digits.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is negative.
+
+    Examples
+    --------
+    >>> format_bytes(999)
+    '999 B'
+    >>> format_bytes(1024)
+    '1.00 KiB'
+    >>> format_bytes(12_900_000)
+    '12.3 MiB'
+    >>> format_bytes(3 * 1024**3 // 2)
+    '1.50 GiB'
+    """
+    if n < 0:
+        raise ValueError(f"a byte count cannot be negative: {n!r}")
+    if n < 1000:
+        return f"{int(n)} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024.0
+        # round() and the f-string round the same way, so the test matches
+        # what is printed ("9.996" must not print as "10.00").
+        for limit, decimals in ((10, 2), (100, 1), (1000, 0)):
+            if round(value, decimals) < limit:
+                return f"{value:.{decimals}f} {unit}"
+    return f"{value:.0f} {_UNITS[-1]}"
+
+
+def format_rate(bytes_per_s: float | None) -> str:
+    """Format a transfer rate.
+
+    Parameters
+    ----------
+    bytes_per_s : float or None
+        Bytes per second; ``None``, negative or non-finite means unknown.
+
+    Returns
+    -------
+    str
+        For example ``'4.56 MiB/s'``, or ``'-- B/s'`` when unknown.
+
+    Examples
+    --------
+    >>> format_rate(2.5 * 1024**2)
+    '2.50 MiB/s'
+    >>> format_rate(None)
+    '-- B/s'
+    """
+    if bytes_per_s is None or not math.isfinite(bytes_per_s) or bytes_per_s < 0:
+        return "-- B/s"
+    return format_bytes(round(bytes_per_s)) + "/s"
+
+
+def _clock_text(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def format_eta(seconds: float | None) -> str:
+    """Format an estimated time to completion.
+
+    Parameters
+    ----------
+    seconds : float or None
+        Seconds left; ``None``, negative, non-finite or 100 hours and more
+        mean unknown. Rounded up, so a download never shows ``00:00`` while
+        it still has bytes to go.
+
+    Returns
+    -------
+    str
+        ``'MM:SS'`` below an hour, ``'H:MM:SS'`` above, ``'--:--'`` unknown.
+
+    Examples
+    --------
+    >>> format_eta(61.2)
+    '01:02'
+    >>> format_eta(3725)
+    '1:02:05'
+    >>> format_eta(None)
+    '--:--'
+    """
+    if seconds is None or not math.isfinite(seconds) or not 0 <= seconds < MAX_ETA:
+        return "--:--"
+    return _clock_text(math.ceil(seconds))
+
+
+def format_duration(seconds: float) -> str:
+    """Format an elapsed time for a summary line.
+
+    Parameters
+    ----------
+    seconds : float
+        Elapsed seconds (negative counts as 0).
+
+    Returns
+    -------
+    str
+        ``'12.3 s'`` below a minute, else ``'M:SS'`` or ``'H:MM:SS'``.
+
+    Examples
+    --------
+    >>> format_duration(2.345)
+    '2.3 s'
+    >>> format_duration(75)
+    '01:15'
+    """
+    seconds = max(seconds, 0.0)
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    return _clock_text(round(seconds))
+
+
+def _printable(text: str) -> str:
+    # File names and S3 keys may hold control characters; written raw they
+    # would break the line or drive the terminal.
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _char_width(char: str) -> int:
+    import unicodedata  # noqa: PLC0415 - only non-ASCII labels need it
+
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
+def _cell_width(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(c) for c in text)
+
+
+def _take_left(text: str, cells: int) -> str:
+    if text.isascii():
+        return text[:cells]
+    used = 0
+    for i, char in enumerate(text):
+        used += _char_width(char)
+        if used > cells:
+            return text[:i]
+    return text
+
+
+def _take_right(text: str, cells: int) -> str:
+    return _take_left(text[::-1], cells)[::-1]
+
+
+def _truncate_middle(text: str, cells: int) -> str:
+    if _cell_width(text) <= cells:
+        return text
+    if cells <= len(_ELLIPSIS) + 1:
+        return _take_left(text, cells)
+    keep = cells - len(_ELLIPSIS)
+    # The end of a name (extension, last path part) tells files apart best.
+    left = keep // 2
+    return _take_left(text, left) + _ELLIPSIS + _take_right(text, keep - left)
+
+
+def _bar(fraction: float, inner: int) -> str:
+    filled = int(fraction * inner)
+    return "[" + "#" * filled + " " * (inner - filled) + "]"
+
+
+def _pad(line: str, width: int) -> str:
+    gap = width - _cell_width(line)
+    if gap < 0:
+        return _take_left(line, width)
+    return line + " " * gap
+
+
+def _layout(label: str, fraction: float | None, variants: list[str], width: int) -> str:
+    """Fit ``label [bar] stats`` into ``width`` cells.
+
+    Space is given up in this order: the bar shrinks to its minimum, then
+    the label is cut in the middle down to ``_MIN_LABEL``, then the bar goes,
+    then the statistics lose their tail parts (``variants``, longest first),
+    and last the label is cut to whatever remains.
+    """
+    if width <= 0:
+        return ""
+    label_width = _cell_width(label)
+    min_label = min(label_width, _MIN_LABEL)
+    if fraction is not None:
+        stats = variants[0]
+        # label, " [", inner, "] ", stats
+        room = width - len(stats) - 4
+        inner = min(_MAX_BAR, room - label_width)
+        if inner >= _MIN_BAR:
+            return _pad(f"{label} {_bar(fraction, inner)} {stats}", width)
+        if room - _MIN_BAR >= min_label:
+            short = _truncate_middle(label, room - _MIN_BAR)
+            return _pad(f"{short} {_bar(fraction, _MIN_BAR)} {stats}", width)
+    for stats in variants:
+        room = width - len(stats) - 1
+        if room >= min_label:
+            return _pad(f"{_truncate_middle(label, room)} {stats}", width)
+    stats = variants[-1]
+    room = width - len(stats) - 1
+    if room > len(_ELLIPSIS) + 1:
+        return _pad(f"{_truncate_middle(label, room)} {stats}", width)
+    return _pad(stats, width)
+
+
+def format_bar_line(
+    label: str,
+    done: int,
+    total: int | None,
+    rate: float | None,
+    eta: float | None,
+    *,
+    width: int,
+) -> str:
+    """Format one line of a live progress bar, exactly ``width`` cells wide.
+
+    Parameters
+    ----------
+    label : str
+        What is downloaded (an S3 key or a URL); cut in the middle with
+        ``...`` when space is short. Control characters are escaped.
+    done : int
+        Bytes of the file present so far.
+    total : int or None
+        The file's size; ``None`` shows bytes and rate only (no bar, no
+        percentage, no ETA).
+    rate : float or None
+        Current rate in bytes per second, ``None`` when not known yet.
+    eta : float or None
+        Seconds left, ``None`` when unknown.
+    width : int
+        Terminal cells available. The result is padded with spaces (so it
+        overwrites a longer previous line after ``\\r``) and never longer.
+
+    Returns
+    -------
+    str
+        ``label [####      ]  45% 12.3 MiB/27.3 MiB 4.56 MiB/s ETA 00:03``;
+        as space shrinks the bar shrinks first, then the label, then the
+        bar goes, then ETA, rate and sizes.
+
+    Examples
+    --------
+    >>> format_bar_line("a.fits", 512, 1024, 256.0, 2.0, width=60)
+    'a.fits [###    ]  50%    512 B/1.00 KiB    256 B/s ETA 00:02'
+    >>> format_bar_line("a.fits", 512, None, None, None, width=30)
+    'a.fits    512 B     -- B/s    '
+    """
+    label = _printable(label)
+    done_text = format_bytes(max(done, 0)).rjust(_BYTES_WIDTH)
+    rate_text = format_rate(rate).rjust(_RATE_WIDTH)
+    if total is None:
+        return _layout(label, None, [f"{done_text} {rate_text}", done_text.lstrip()], width)
+    fraction = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+    head = f"{int(fraction * 100):3d}% {done_text}/{format_bytes(max(total, 0))}"
+    variants = [
+        f"{head} {rate_text} ETA {format_eta(eta)}",
+        f"{head} {rate_text}",
+        head,
+        f"{int(fraction * 100):3d}%",
+    ]
+    return _layout(label, fraction, variants, width)
+
+
+def format_aggregate_line(
+    finished: int,
+    count: int | None,
+    failed: int,
+    done_bytes: int,
+    rate: float | None,
+    *,
+    width: int,
+) -> str:
+    """Format the live line of a many-file download, ``width`` cells wide.
+
+    Parameters
+    ----------
+    finished : int
+        Files finished, failed ones included.
+    count : int or None
+        Files in the whole batch; ``None`` when not known (no bar).
+    failed : int
+        Files that failed.
+    done_bytes : int
+        Bytes transferred so far, all files together.
+    rate : float or None
+        Current aggregate rate in bytes per second.
+    width : int
+        Terminal cells available.
+
+    Returns
+    -------
+    str
+        ``12/200 files [##        ] 1 failed 345 MiB 12.3 MiB/s`` fitted as
+        in :func:`format_bar_line`.
+
+    Examples
+    --------
+    >>> format_aggregate_line(1, 4, 0, 2048, None, width=50)
+    '1/4 files [####              ] 2.00 KiB     -- B/s'
+    """
+    label = f"{finished}/{count} files" if count is not None else f"{finished} files"
+    fraction = None
+    if count is not None:
+        fraction = 1.0 if count <= 0 else min(max(finished / count, 0.0), 1.0)
+    failed_text = f"{failed} failed " if failed else ""
+    size = format_bytes(max(done_bytes, 0))
+    # Fixed-width numbers keep the bar from jumping as they grow.
+    padded = failed_text + size.rjust(_BYTES_WIDTH)
+    variants = [
+        f"{padded} {format_rate(rate).rjust(_RATE_WIDTH)}",
+        padded,
+        failed_text.strip() or size,
+    ]
+    return _layout(label, fraction, variants, width)
+
+
+def _done_suffix(done: int, total: int | None, elapsed: float, moved: int, ok: bool) -> str:
+    if not ok:
+        of = f" of {format_bytes(total)}" if total is not None else ""
+        return f" [Failed] ({format_bytes(max(done, 0))}{of})"
+    parts = format_bytes(max(done, 0))
+    if moved > 0 and elapsed > 0:
+        parts += f" in {format_duration(elapsed)}, {format_rate(moved / elapsed)}"
+    return f" [Done] ({parts})"
+
+
+# --------------------------------------------------------------------------
+# Sinks
+
+
+def _is_terminal(stream: Any, env: Mapping[str, str] | None = None) -> bool:
+    if env is None:
+        env = os.environ
+    if env.get("TERM") == "dumb":
+        # Emacs shell buffers and similar set TERM=dumb and render "\r" badly.
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except (OSError, ValueError):
+        return False
+
+
+def _columns(width_fn: Callable[[], Any] | None) -> int:
+    if width_fn is None:
+        import shutil  # noqa: PLC0415 - only a live bar needs it
+
+        columns = shutil.get_terminal_size().columns
+    else:
+        size = width_fn()
+        columns = size if isinstance(size, int) else int(size.columns)
+    # One cell short of the edge: some terminals (Windows consoles) wrap as
+    # soon as the last column is written, and "\r" would then redraw below.
+    return max(columns - 1, 1)
+
+
+class _StreamSink:
+    """Base of the sinks that print: output never fails a download."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def _write(self, text: str) -> None:
+        if self._broken:
+            return
+        try:
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self._stream, "encoding", None) or "ascii"
+                self._stream.write(text.encode(encoding, "replace").decode(encoding))
+            self._stream.flush()
+        except (OSError, ValueError, LookupError):
+            # A closed stdout or a broken pipe (`pyvo-dl ... | head`): go
+            # silent, the download itself goes on.
+            self._broken = True
+
+
+class NullSink:
+    """A sink that shows nothing (``progress=False``).
+
+    Examples
+    --------
+    >>> sink = NullSink()
+    >>> sink.start(10); sink.update(10); sink.finish(True)
+    """
+
+    __slots__ = ()
+
+    def start(self, total: int | None, initial: int = 0) -> None:
+        """Do nothing; see the module docstring for the protocol."""
+
+    def update(self, done: int) -> None:
+        """Do nothing; see the module docstring for the protocol."""
+
+    def finish(self, ok: bool) -> None:
+        """Do nothing; see the module docstring for the protocol."""
+
+
+class CallbackSink:
+    """A sink that reports to a caller's function (``progress=fn``).
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(done, total)`` with bytes present so far and the size
+        (``None`` when unknown): once at ``start`` (with the resumed byte
+        count), at every ``update`` (not throttled: up to ~1000 calls a
+        second) and, when the download succeeded, a last time as
+        ``fn(total, total)`` unless that was already the last call. When the
+        size was unknown that last call is ``fn(done, done)``. An exception
+        raised by ``fn`` propagates, which lets a caller abort a download.
+
+    Examples
+    --------
+    >>> calls = []
+    >>> sink = CallbackSink(lambda done, total: calls.append((done, total)))
+    >>> sink.start(4); sink.update(4); sink.finish(True)
+    >>> calls
+    [(0, 4), (4, 4)]
+    """
+
+    __slots__ = ("_done", "_finished", "_fn", "_total")
+
+    def __init__(self, fn: Callable[[int, int | None], object]) -> None:
+        self._fn = fn
+        self._total: int | None = None
+        self._done = 0
+        self._finished = False
+
+    def start(self, total: int | None, initial: int = 0) -> None:
+        """Record the size and report the starting point."""
+        self._total = total
+        self._done = initial
+        self._fn(initial, total)
+
+    def update(self, done: int) -> None:
+        """Report ``(done, total)``."""
+        self._done = done
+        self._fn(done, self._total)
+
+    def finish(self, ok: bool) -> None:
+        """On success make sure the last report is ``(total, total)``."""
+        if self._finished:
+            return
+        self._finished = True
+        if not ok:
+            return
+        final = self._total if self._total is not None else self._done
+        if self._done != final or self._total != final:
+            self._fn(final, final)
+
+
+class LineSink(_StreamSink):
+    """One line per file, for logs, notebooks and pipes.
+
+    Writes ``Downloading {label} to {path} ...`` at ``start`` and
+    `` [Done]`` or `` [Failed]`` plus a newline at ``finish``: the line of
+    pyvo's documentation (``Downloading <key> to <file> ... [Done]``).
+
+    Parameters
+    ----------
+    label : str
+        What is downloaded: the S3 key or the URL.
+    path : str
+        The local path written.
+    stream : file-like
+        A text stream with ``write`` and ``flush``.
+
+    Examples
+    --------
+    >>> import io
+    >>> out = io.StringIO()
+    >>> sink = LineSink("data/x.fits", "x.fits", out)
+    >>> sink.start(100); sink.update(100); sink.finish(True)
+    >>> out.getvalue()
+    'Downloading data/x.fits to x.fits ... [Done]\\n'
+    """
+
+    def __init__(self, label: str, path: str, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._head = f"Downloading {_printable(label)} to {_printable(os.fspath(path))} ..."
+        self._started = False
+        self._finished = False
+
+    def start(self, total: int | None, initial: int = 0) -> None:
+        """Write the start of the line, once."""
+        if not self._started:
+            self._started = True
+            self._write(self._head)
+
+    def update(self, done: int) -> None:
+        """Do nothing: the line shows only the outcome."""
+
+    def finish(self, ok: bool) -> None:
+        """End the line with `` [Done]`` or `` [Failed]``."""
+        if self._finished:
+            return
+        self._finished = True
+        end = " [Done]\n" if ok else " [Failed]\n"
+        if self._started:
+            self._write(end)
+        else:
+            self._started = True
+            self._write(self._head + end)
+
+
+class _RateMeter:
+    """Rate over the last ``RATE_WINDOW`` seconds, from redraw-time samples."""
+
+    __slots__ = ("_samples",)
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def reset(self, now: float, done: int) -> None:
+        self._samples.clear()
+        self._samples.append((now, done))
+
+    def add(self, now: float, done: int) -> None:
+        samples = self._samples
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+
+    def rate(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
+        if t1 <= t0:
+            return None
+        return max(d1 - d0, 0) / (t1 - t0)
+
+
+class BarSink(_StreamSink):
+    """A live bar redrawn in place on a terminal.
+
+    Shows the label, a bar, percentage, bytes done and total, the rate over
+    the last few seconds and the ETA, redrawn with ``\\r`` at most
+    ``1 / REDRAW_INTERVAL`` times a second, no colours. ``finish`` replaces
+    it with ``Downloading {label} to {path} ... [Done] (size in time,
+    average rate)`` and a newline.
+
+    Parameters
+    ----------
+    label : str
+        What is downloaded: the S3 key or the URL.
+    path : str
+        The local path written.
+    stream : file-like
+        A terminal text stream.
+    width_fn : callable, optional
+        Returns the terminal size (an object with ``.columns``, or an int);
+        default ``shutil.get_terminal_size``. Asked at every redraw, so a
+        resized window is followed. One column is left free.
+    clock : callable, optional
+        Monotonic seconds; default ``time.monotonic`` (injected in tests).
+    """
+
+    def __init__(
+        self,
+        label: str,
+        path: str,
+        stream: TextIO,
+        width_fn: Callable[[], Any] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(stream)
+        self._label = _printable(label)
+        self._path = _printable(os.fspath(path))
+        self._width_fn = width_fn
+        self._clock = clock
+        self._meter = _RateMeter()
+        self._total: int | None = None
+        self._done = 0
+        self._segment_start = 0
+        self._moved = 0
+        self._started_at: float | None = None
+        self._next_draw = 0.0
+        self._finished = False
+
+    def start(self, total: int | None, initial: int = 0) -> None:
+        """Start (or restart after a retry) at ``initial`` bytes and draw."""
+        now = self._clock()
+        if self._started_at is None:
+            self._started_at = now
+        else:
+            self._moved += max(self._done - self._segment_start, 0)
+        self._total = total
+        self._done = self._segment_start = initial
+        self._meter.reset(now, initial)
+        self._draw(now)
+
+    def update(self, done: int) -> None:
+        """Record progress; redraw when the last redraw is old enough."""
+        self._done = done
+        now = self._clock()
+        if now >= self._next_draw:
+            self._meter.add(now, done)
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        self._next_draw = now + REDRAW_INTERVAL
+        rate = self._meter.rate()
+        eta = None
+        if self._total is not None and rate:
+            eta = max(self._total - self._done, 0) / rate
+        width = _columns(self._width_fn)
+        line = format_bar_line(self._label, self._done, self._total, rate, eta, width=width)
+        self._write("\r" + line)
+
+    def finish(self, ok: bool) -> None:
+        """Replace the bar with the summary line and end it."""
+        if self._finished:
+            return
+        self._finished = True
+        now = self._clock()
+        started = self._started_at if self._started_at is not None else now
+        moved = self._moved + max(self._done - self._segment_start, 0)
+        suffix = _done_suffix(self._done, self._total, now - started, moved, ok)
+        blank = " " * _columns(self._width_fn)
+        self._write(f"\r{blank}\rDownloading {self._label} to {self._path} ...{suffix}\n")
+
+
+def make_sink(
+    progress: bool | Callable[[int, int | None], object] | None,
+    label: str,
+    path: str,
+    stream: TextIO | None = None,
+) -> NullSink | CallbackSink | LineSink | BarSink:
+    """Choose the sink for one file download.
+
+    Parameters
+    ----------
+    progress : bool, None, callable or sink
+        ``False``/``None``: silent. A callable: :class:`CallbackSink`.
+        ``True``: :class:`BarSink` on a terminal (``stream.isatty()`` and
+        ``TERM`` is not ``dumb``), :class:`LineSink` elsewhere. An object
+        with ``start``, ``update`` and ``finish`` (such as
+        ``AggregateSink.child()``) is returned as it is.
+    label : str
+        What is downloaded: the S3 key or the URL.
+    path : str
+        The local path written.
+    stream : file-like, optional
+        Where to print; default ``sys.stdout`` as it is at this call (so
+        doctest and ``contextlib.redirect_stdout`` capture it). With no
+        stdout at all (``pythonw``) the sink is silent.
+
+    Returns
+    -------
+    NullSink, CallbackSink, BarSink or LineSink
+
+    Examples
+    --------
+    >>> import io
+    >>> type(make_sink(True, "k", "f", io.StringIO())).__name__
+    'LineSink'
+    >>> type(make_sink(False, "k", "f")).__name__
+    'NullSink'
+    """
+    if all(hasattr(progress, name) for name in ("start", "update", "finish")):
+        # Already a sink: a child of download_many's aggregate display.
+        return progress  # type: ignore[return-value]
+    if callable(progress):
+        return CallbackSink(progress)
+    if not progress:
+        return NullSink()
+    if stream is None:
+        stream = sys.stdout
+        if stream is None:
+            return NullSink()
+    if _is_terminal(stream):
+        return BarSink(label, path, stream)
+    return LineSink(label, path, stream)
+
+
+class AggregateSink(_StreamSink):
+    """One display for many concurrent file downloads (``download_many``).
+
+    Thread-safe: every method takes an internal lock. Files are counted by
+    the caller, once per item, with :meth:`file_done` or :meth:`files_done`
+    (so cached files and items that fail before any transfer count too);
+    bytes come from the per-file sinks made by :meth:`child`. On a terminal
+    it keeps one live line (files finished/count, a bar over files,
+    failures, bytes, rate), redrawn at most ``1 / REDRAW_INTERVAL`` times a
+    second; elsewhere it prints nothing until :meth:`close`, which prints
+    one summary line (call it in a ``finally``).
+
+    Parameters
+    ----------
+    count : int, optional
+        Files in the batch, when known.
+    stream : file-like, optional
+        Default ``sys.stdout`` as it is at construction.
+    tty : bool, optional
+        Force the live display on or off; default: the stream is a terminal
+        and ``TERM`` is not ``dumb``.
+    width_fn : callable, optional
+        As for :class:`BarSink`.
+    clock : callable, optional
+        Monotonic seconds; default ``time.monotonic``.
+    callback : callable, optional
+        Called as ``callback(files_finished, count)`` whenever files are
+        counted, under the lock (so never concurrently). With a callback
+        nothing is printed.
+
+    Attributes
+    ----------
+    files_started, files_ok, files_failed, bytes_done, bytes_expected : int
+        Counts so far: transfers started, files finished well or not, bytes
+        transferred (resumed bytes excluded), known sizes of started files.
+
+    Examples
+    --------
+    >>> import io
+    >>> out = io.StringIO()
+    >>> agg = AggregateSink(2, out, clock=lambda: 0.0)
+    >>> for ok in (True, False):
+    ...     child = agg.child()
+    ...     child.start(10); child.update(10); child.finish(ok)
+    ...     agg.file_done(ok)
+    >>> agg.close()
+    >>> out.getvalue()
+    'Downloaded 1 of 2 files (1 failed), 20 B\\n'
+    """
+
+    def __init__(
+        self,
+        count: int | None = None,
+        stream: TextIO | None = None,
+        *,
+        tty: bool | None = None,
+        width_fn: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        callback: Callable[[int, int | None], object] | None = None,
+    ) -> None:
+        import threading  # noqa: PLC0415 - kept off the import path (SPEC §6)
+
+        if stream is None:
+            stream = sys.stdout
+        super().__init__(stream)
+        if stream is None or callback is not None:
+            self._broken = True
+        self._live = not self._broken and (_is_terminal(stream) if tty is None else tty)
+        self._lock = threading.Lock()
+        self._count = count
+        self._callback = callback
+        self._width_fn = width_fn
+        self._clock = clock
+        self._started_at = clock()
+        self._meter = _RateMeter()
+        self._meter.reset(self._started_at, 0)
+        self._next_draw = self._started_at
+        self._closed = False
+        self.files_started = 0
+        self.files_ok = 0
+        self.files_failed = 0
+        self.bytes_done = 0
+        self.bytes_expected = 0
+
+    def file_started(self, total: int | None) -> None:
+        """Note a transfer that starts, of ``total`` bytes if known."""
+        with self._lock:
+            self.files_started += 1
+            if total is not None:
+                self.bytes_expected += total
+
+    def file_progress(self, delta_bytes: int) -> None:
+        """Add ``delta_bytes`` newly received bytes (any file)."""
+        with self._lock:
+            self.bytes_done += delta_bytes
+            if self._live:
+                self._maybe_draw()
+
+    def files_done(self, count: int = 1, failed: int = 0) -> None:
+        """Count ``count`` finished items, ``failed`` of which failed."""
+        with self._lock:
+            self.files_ok += count - failed
+            self.files_failed += failed
+            if self._callback is not None:
+                self._callback(self.files_ok + self.files_failed, self._count)
+            if self._live:
+                self._maybe_draw()
+
+    def file_done(self, ok: bool) -> None:
+        """Count one finished item, successful or not."""
+        self.files_done(1, 0 if ok else 1)
+
+    def child(self) -> _AggregateChild:
+        """Return a per-file sink (``start``/``update``/``finish``) feeding the bytes.
+
+        Each child is driven by one thread; any number run at once. Its
+        ``finish`` does not count the file: the caller does, once per item.
+        """
+        return _AggregateChild(self)
+
+    def _maybe_draw(self) -> None:
+        now = self._clock()
+        if now < self._next_draw or self._closed:
+            return
+        self._next_draw = now + REDRAW_INTERVAL
+        self._meter.add(now, self.bytes_done)
+        finished = self.files_ok + self.files_failed
+        line = format_aggregate_line(
+            finished,
+            self._count,
+            self.files_failed,
+            self.bytes_done,
+            self._meter.rate(),
+            width=_columns(self._width_fn),
+        )
+        self._write("\r" + line)
+
+    def close(self) -> None:
+        """Print the summary line (after clearing the live line); idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._broken:
+                return
+            elapsed = self._clock() - self._started_at
+            finished = self.files_ok + self.files_failed
+            of = self._count if self._count is not None else finished
+            text = f"Downloaded {self.files_ok} of {of} files"
+            if self.files_failed:
+                text += f" ({self.files_failed} failed)"
+            text += f", {format_bytes(self.bytes_done)}"
+            if self.bytes_done > 0 and elapsed > 0:
+                rate = format_rate(self.bytes_done / elapsed)
+                text += f" in {format_duration(elapsed)} ({rate})"
+            if self._live:
+                text = "\r" + " " * _columns(self._width_fn) + "\r" + text
+            self._write(text + "\n")
+
+
+class _AggregateChild:
+    """Per-file sink of an :class:`AggregateSink`: turns absolute counts into deltas."""
+
+    __slots__ = ("_last", "_parent", "_started")
+
+    def __init__(self, parent: AggregateSink) -> None:
+        self._parent = parent
+        self._last = 0
+        self._started = False
+
+    def start(self, total: int | None, initial: int = 0) -> None:
+        """Note the transfer once; a restart only resets the byte baseline."""
+        if not self._started:
+            self._started = True
+            self._parent.file_started(total)
+        # Resumed bytes were not transferred now: they do not count.
+        self._last = initial
+
+    def update(self, done: int) -> None:
+        """Pass the bytes received since the last call to the aggregate."""
+        delta = done - self._last
+        self._last = done
+        if delta > 0:
+            self._parent.file_progress(delta)
+
+    def finish(self, ok: bool) -> None:
+        """Do nothing: the caller counts finished items on the aggregate."""
+
+
+class NullAggregate:
+    """The silent aggregate (``download_many(progress=False)``).
+
+    Examples
+    --------
+    >>> agg = NullAggregate()
+    >>> type(agg.child()).__name__
+    'NullSink'
+    """
+
+    __slots__ = ()
+
+    def file_started(self, total: int | None) -> None:
+        """Do nothing."""
+
+    def file_progress(self, delta_bytes: int) -> None:
+        """Do nothing."""
+
+    def files_done(self, count: int = 1, failed: int = 0) -> None:
+        """Do nothing."""
+
+    def file_done(self, ok: bool) -> None:
+        """Do nothing."""
+
+    def child(self) -> NullSink:
+        """Return a :class:`NullSink`: no cost per received buffer."""
+        return NullSink()
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+def make_aggregate(
+    progress: bool | Callable[[int, int | None], object] | None,
+    count: int | None,
+    stream: TextIO | None = None,
+) -> AggregateSink | NullAggregate:
+    """Choose the aggregate display of a many-file download.
+
+    Parameters
+    ----------
+    progress : bool, None or callable
+        ``False``/``None``: :class:`NullAggregate`. A callable: a silent
+        :class:`AggregateSink` calling ``progress(files_finished, count)``
+        as items finish. ``True``: an :class:`AggregateSink` printing to
+        ``stream`` (live on a terminal, a summary line elsewhere).
+    count : int or None
+        Items in the batch.
+    stream : file-like, optional
+        Default ``sys.stdout`` as it is at this call.
+
+    Returns
+    -------
+    AggregateSink or NullAggregate
+
+    Examples
+    --------
+    >>> calls = []
+    >>> agg = make_aggregate(lambda done, total: calls.append((done, total)), 3)
+    >>> agg.files_done(2, failed=1); agg.file_done(True); agg.close()
+    >>> calls
+    [(2, 3), (3, 3)]
+    """
+    if callable(progress):
+        return AggregateSink(count, stream, callback=progress)
+    if not progress:
+        return NullAggregate()
+    return AggregateSink(count, stream)
