@@ -1,0 +1,277 @@
+"""The files beside a target: ``.part`` data, ``.part.json`` state, ``.lock``.
+
+Data is written to ``<target>.part`` and moved onto the target with
+``os.replace`` only once verified (SPEC §3.1). Beside it, ``<target>.part.json``
+records what a later call needs to resume safely (§3.2): the URL, the
+validator (ETag or Last-Modified), the total size and the checksums learnt
+from the server. ``<target>.lock``, made with ``O_CREAT | O_EXCL`` and
+holding host, PID and a token, keeps two processes from writing one target
+(§3.8); it works on NFS and Lustre, where ``fcntl`` locks may not.
+
+This is the module that translates local ``OSError`` into
+:class:`~pyvo_dl.DownloadError`, keeping ``errno`` and ``filename``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import time
+
+from ._errors import DownloadError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+#: A lock whose holder cannot be checked (another host) is taken as stale
+#: when it has not been refreshed for this long; holders refresh it often.
+LOCK_STALE_AFTER = 120.0
+LOCK_REFRESH_EVERY = 15.0
+LOCK_POLL_INTERVAL = 0.2
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_error(exc: OSError, path: str, action: str) -> DownloadError:
+    """A :class:`DownloadError` for a local file problem, naming the path."""
+    if exc.errno in _DISK_FULL:
+        why = "the disk is full (or a quota or file size limit was reached)"
+        hint = "free some space and call again: what was written is kept and resumed"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "permission denied"
+        hint = "choose a folder you can write to (local_filepath=)"
+    elif exc.errno == errno.EISDIR:
+        why = "it is a folder"
+        hint = "give a file path, for example os.path.join(folder, name)"
+    else:
+        why = exc.strerror or str(exc)
+        hint = ""
+    message = f"cannot {action} {path}: {why}"
+    if hint:
+        message += f"; {hint}"
+    return DownloadError(message, exc.errno, path)
+
+
+def prepare_target(path: str) -> None:
+    """Check that ``path`` can be a file and create its missing parent folders.
+
+    Raises
+    ------
+    DownloadError
+        When ``path`` is a folder or its folder cannot be created.
+    """
+    if os.path.isdir(path):
+        raise disk_error(IsADirectoryError(errno.EISDIR, "Is a directory"), path, "write to")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, parent, "create the folder") from exc
+
+
+class PartFile:
+    """The ``.part`` file of a target and its ``.part.json`` state.
+
+    Parameters
+    ----------
+    target : str
+        The path where the complete file will be.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.path = target + ".part"
+        self.state_path = target + ".part.json"
+
+    def size(self) -> int:
+        """Bytes in the ``.part`` file, 0 when there is none."""
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The recorded state, or ``None`` when there is none or it is unreadable."""
+        return _read_json(self.state_path)
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Record ``state`` atomically (write aside, then replace)."""
+        tmp = f"{self.state_path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(state, f)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            _remove(tmp)
+            raise disk_error(exc, self.state_path, "write") from exc
+
+    def open(self, offset: int) -> Any:
+        """Open the ``.part`` unbuffered for writing at ``offset`` (truncating there)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "create") from exc
+        f = os.fdopen(fd, "wb", buffering=0)
+        try:
+            f.truncate(offset)
+            f.seek(offset)
+        except OSError as exc:
+            f.close()
+            raise disk_error(exc, self.path, "write") from exc
+        return f
+
+    def discard(self) -> None:
+        """Remove the ``.part`` file and its state."""
+        _remove(self.path)
+        _remove(self.state_path)
+
+    def commit(self) -> None:
+        """Move the verified ``.part`` onto the target and drop the state."""
+        try:
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            raise disk_error(exc, self.target, "move the finished download to") from exc
+        _remove(self.state_path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass  # best effort: a leftover sidecar is harmless, the data is safe
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return True
+    return True
+
+
+class TargetLock:
+    """An inter-process lock on one target, as a ``<target>.lock`` file.
+
+    Parameters
+    ----------
+    target : str
+        The path whose download is guarded.
+    clock : callable, optional
+        Seconds since the epoch (``time.time``), injectable for tests.
+    """
+
+    def __init__(self, target: str, clock: Callable[[], float] = time.time) -> None:
+        self.path = target + ".lock"
+        self._clock = clock
+        self._token = f"{socket.gethostname()}:{os.getpid()}:{id(self)}:{clock()}"
+        self._held = False
+        self._last_refresh = 0.0
+        self.waited = False
+
+    def _content(self) -> str:
+        host, pid = socket.gethostname(), os.getpid()
+        return json.dumps({"host": host, "pid": pid, "token": self._token})
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (or stale); return whether it was taken."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            self._break_if_stale()
+            return False
+        except OSError as exc:
+            raise disk_error(exc, self.path, "create the lock file") from exc
+        with os.fdopen(fd, "w") as f:
+            f.write(self._content())
+        self._held = True
+        self._last_refresh = self._clock()
+        return True
+
+    def acquire(
+        self,
+        on_wait: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Wait until the lock is taken, reporting once through ``on_wait``."""
+        while not self.try_acquire():
+            if not self.waited and on_wait is not None:
+                on_wait(self.path)
+            self.waited = True
+            sleep(LOCK_POLL_INTERVAL)
+
+    def refresh(self, now: float) -> None:
+        """Touch the lock now and then so other hosts do not take it as stale."""
+        if self._held and now - self._last_refresh >= LOCK_REFRESH_EVERY:
+            self._last_refresh = now
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """Give the lock back (only if this object holds it)."""
+        if self._held:
+            self._held = False
+            if self._read_token() == self._token:
+                _remove(self.path)
+
+    def _read(self) -> dict[str, Any] | None:
+        return _read_json(self.path)
+
+    def _read_token(self) -> str | None:
+        data = self._read()
+        return None if data is None else str(data.get("token"))
+
+    def _is_stale(self, data: dict[str, Any] | None) -> bool:
+        try:
+            age = self._clock() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return False
+        if data is None:
+            # Empty or torn: a holder writes its content right after creating
+            # the file, so only an old one is abandoned.
+            return age > LOCK_STALE_AFTER
+        if data.get("host") == socket.gethostname():
+            pid = data.get("pid")
+            return not (isinstance(pid, int) and _pid_alive(pid))
+        return age > LOCK_STALE_AFTER
+
+    def _break_if_stale(self) -> None:
+        data = self._read()
+        if not self._is_stale(data):
+            return
+        # Rename, not unlink: of several processes breaking the same stale
+        # lock only one rename succeeds; if what we moved aside turns out to
+        # be a fresh lock (taken in between), put it back.
+        aside = f"{self.path}.stale.{os.getpid()}.{id(self)}"
+        try:
+            os.rename(self.path, aside)
+        except OSError:
+            return
+        moved = _read_json(aside)
+        stale_token = None if data is None else data.get("token")
+        moved_token = None if moved is None else moved.get("token")
+        if moved_token != stale_token:
+            try:
+                os.link(aside, self.path)
+            except OSError:
+                pass
+        _remove(aside)
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
