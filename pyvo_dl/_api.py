@@ -1,0 +1,631 @@
+"""The public functions, with pyvo's signatures (SPEC §2).
+
+This module is imported by ``import pyvo_dl`` and so stays light: everything
+heavy (http.client, ssl, logging, threads, XML, botocore) is imported inside
+the function bodies, at the first download.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Mapping, Union
+
+    from ._engine import FetchRequest
+    from ._transport import Transport
+
+    PathLike = Union[str, "os.PathLike[str]"]
+
+#: Retries of transient faults per download, by default.
+DEFAULT_RETRIES = 5
+
+# Keep-alive pools shared by successive calls, one per TLS context and proxy
+# setting; the entry keeps its context alive so that its id is not reused.
+_transports: dict[Any, Any] = {}
+_MAX_TRANSPORTS = 8
+
+
+def _version_agent() -> str:
+    from . import __version__
+
+    return f"pyvo-dl/{__version__}"
+
+
+def _check_common(timeout: Any, retries: Any, connections: Any) -> float:
+    """Validate the shared keyword arguments; return the timeout in seconds."""
+    if timeout is None:
+        from ._engine import DEFAULT_TIMEOUT
+
+        timeout = DEFAULT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+    if connections is not None and (
+        isinstance(connections, bool) or not isinstance(connections, int) or connections < 1
+    ):
+        raise ValueError(f"connections must be a whole number >= 1 or None, not {connections!r}")
+    return float(timeout)
+
+
+def _parse_checksum(checksum: Any) -> list[Any]:
+    if checksum is None:
+        return []
+    from ._integrity import Checksum
+
+    if not isinstance(checksum, str):
+        raise ValueError(f"checksum must be a string like 'sha256:<hex>', not {checksum!r}")
+    return [Checksum.parse(checksum)]
+
+
+def _local_path(local_filepath: Any) -> str | None:
+    if local_filepath is None:
+        return None
+    try:
+        path = os.fspath(local_filepath)
+    except TypeError:
+        raise ValueError(
+            f"local_filepath must be a path (str or os.PathLike), not {local_filepath!r}"
+        ) from None
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise ValueError(f"local_filepath is not a usable path: {local_filepath!r}")
+    return path
+
+
+def _stdlib_transport(ssl_context: Any) -> Transport:
+    """A shared keep-alive transport per TLS context and proxy setting."""
+    import urllib.request
+
+    from ._transport import StdlibTransport
+
+    proxies = urllib.request.getproxies_environment()
+    key = (id(ssl_context), tuple(sorted(proxies.items())))
+    entry = _transports.get(key)
+    if entry is None or entry[0] is not ssl_context:
+        if len(_transports) >= _MAX_TRANSPORTS:
+            _, (_, oldest) = _transports.popitem()
+            oldest.close()
+        entry = (ssl_context, StdlibTransport(ssl_context=ssl_context, proxies=proxies))
+        _transports[key] = entry
+    return entry[1]
+
+
+def _http_transport(session: Any, auth: Any, ssl_context: Any) -> tuple[Transport, Any]:
+    """The transport to use and the ``(user, password)`` the engine should send."""
+    basic = auth if _is_user_password(auth) else None
+    if session is not None:
+        from ._transport import SessionTransport
+
+        if not callable(getattr(session, "request", None)):
+            raise ValueError(
+                f"session must be a requests.Session-like object with .request(), not {session!r}"
+            )
+        return SessionTransport(session, None if basic else auth), basic
+    if auth is not None and basic is None:
+        raise ValueError(
+            "auth must be a (user, password) pair; other auth objects need session= "
+            f"(a requests.Session), got {auth!r}"
+        )
+    return _stdlib_transport(ssl_context), basic
+
+
+def _is_user_password(auth: Any) -> bool:
+    return (
+        isinstance(auth, (tuple, list))
+        and len(auth) == 2
+        and all(isinstance(part, str) for part in auth)
+    )
+
+
+def _check_headers(headers: Any) -> dict[str, str]:
+    if headers is None:
+        return {}
+    try:
+        items = dict(headers)
+    except (TypeError, ValueError):
+        raise ValueError(f"headers must be a mapping of str to str, not {headers!r}") from None
+    for name, value in items.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValueError(f"headers must map str to str; bad entry {name!r}: {value!r}")
+        if any(c in name + value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} contains a line break or NUL")
+    return items
+
+
+def _name_for_url(url: str, request: FetchRequest, transport: Transport) -> str:
+    """The file name for a URL (SPEC §2.1): path, query value, Content-Disposition."""
+    from . import _engine, _names
+
+    name = _names.filename_from_url(url)
+    if name and "." in name:
+        return name
+    info = _engine.probe(request, transport)
+    disposition = info.headers.get("Content-Disposition")
+    from_server = _names.filename_from_content_disposition(disposition) if disposition else None
+    if from_server:
+        return from_server
+    if name:
+        return name
+    raise ValueError(
+        f"cannot derive a file name from {url!r} (no name in its path or query and no "
+        "Content-Disposition from the server); pass local_filepath="
+    )
+
+
+def http_download(
+    url: str,
+    local_filepath: PathLike | None = None,
+    cache: bool = True,
+    timeout: float | None = None,
+    session: Any = None,
+    auth: Any = None,
+    verbose: bool = False,
+    *,
+    resume: bool = True,
+    retries: int = DEFAULT_RETRIES,
+    checksum: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: Any = True,
+    connections: int | None = None,
+    ssl_context: Any = None,
+) -> str:
+    """Download a file from an http(s) URL.
+
+    A drop-in for pyvo's ``http_download``: same parameters, defaults and
+    return value, plus keyword-only extras. The data goes to
+    ``<local_filepath>.part`` and is moved into place only once its size (and
+    checksum, where known) is verified; an interrupted download is resumed by
+    the next call.
+
+    Parameters
+    ----------
+    url : str
+        The URL of the file to download.
+    local_filepath : str or os.PathLike, optional
+        Where to write the file. By default, a file in the current folder
+        named after the URL: the last path part, else the first query value
+        that looks like a file name, else the server's
+        ``Content-Disposition`` name.
+    cache : bool, optional
+        If True (the default) and the file exists with the size the server
+        reports, it is returned without downloading.
+    timeout : float, optional
+        Seconds without progress (connecting or reading) before a try is
+        abandoned; None means 60 s.
+    session : requests.Session, optional
+        A requests-like session to send the requests through (pyvo's
+        authenticated sessions); by default the standard library is used.
+    auth : tuple of str, optional
+        ``(user, password)`` for HTTP Basic authentication. Without it,
+        credentials for the host in ``~/.netrc`` (or ``$NETRC``) are used.
+    verbose : bool, optional
+        If True, print what was decided (cache hit, resume, retries).
+    resume : bool, optional
+        Continue a ``.part`` left by an interrupted call (default True).
+    retries : int, optional
+        How many times a transient fault is retried (default 5).
+    checksum : str, optional
+        ``"sha256:<hex>"``, ``"md5:<hex>"``, or any ``hashlib`` name; a
+        mismatch raises `~pyvo_dl.IntegrityError` and keeps no file.
+    headers : dict, optional
+        Extra request headers.
+    progress : bool or callable, optional
+        True (default): a bar on a terminal, one line elsewhere; False:
+        silent; a callable is called with ``(bytes_done, total_or_None)``.
+    connections : int, optional
+        Parallel ranged connections for one large file (default: 1).
+    ssl_context : ssl.SSLContext, optional
+        TLS settings (a private CA, for example); verified by default.
+
+    Returns
+    -------
+    local_filepath : str
+        The path of the downloaded file.
+
+    Raises
+    ------
+    ValueError
+        For a malformed URL or argument.
+    pyvo_dl.HTTPStatusError
+        When the server refuses (404 and the like).
+    pyvo_dl.IntegrityError
+        When the size or checksum does not match.
+    pyvo_dl.DownloadError
+        For any other failure (network down after retries, disk full).
+    """
+    from . import _engine, _httputil
+
+    if not isinstance(url, str):
+        raise ValueError(f"url must be a string, not {url!r}")
+    url = _httputil.check_url(url)
+    seconds = _check_common(timeout, retries, connections)
+    transport, basic = _http_transport(session, auth, ssl_context)
+    path = _local_path(local_filepath)
+    request = _engine.FetchRequest(
+        url=url,
+        target=path or "",
+        cache=bool(cache),
+        resume=bool(resume),
+        retries=retries,
+        timeout=seconds,
+        headers=_check_headers(headers),
+        checksums=_parse_checksum(checksum),
+        progress=progress,
+        verbose=bool(verbose),
+        auth=tuple(basic) if basic else None,
+        user_agent=_version_agent(),
+    )
+    if path is None:
+        path = _name_for_url(url, request, transport)
+        request.target = path
+    return _engine.fetch(request, transport)
+
+
+# Options that only one kind of source takes: download() and download_many()
+# accept both kinds in one call and hand each item only its own.
+_S3_ONLY = frozenset(
+    {
+        "aws_profile",
+        "bucket",
+        "bucket_name",
+        "endpoint_url",
+        "region",
+        "requester_pays",
+        "recursive",
+    }
+)
+_HTTP_ONLY = frozenset({"auth", "headers", "ssl_context"})
+
+
+def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in names}
+
+
+def download(source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+    """Download an ``http(s)://`` URL or an ``s3://`` URI, choosing by the scheme.
+
+    Parameters
+    ----------
+    source : str
+        The URL or URI.
+    local_filepath : str or os.PathLike, optional
+        Where to write the file (see `http_download` and `aws_download`).
+    **kwargs
+        Passed on to `http_download` or `aws_download`; options that only
+        the other one takes (``aws_profile``, ``endpoint_url``, ``auth``,
+        ``headers``, ...) are left out, so one set serves mixed lists.
+
+    Returns
+    -------
+    local_filepath : str
+        The path of the downloaded file.
+    """
+    if not isinstance(source, str):
+        raise ValueError(f"source must be a URL or s3:// URI string, not {source!r}")
+    scheme = source.split(":", 1)[0].lower() if ":" in source else ""
+    if scheme == "s3":
+        kwargs = _drop(kwargs, _HTTP_ONLY)
+        if not callable(getattr(kwargs.get("session"), "get_credentials", None)):
+            kwargs.pop("session", None)  # a requests session is for the http items
+        return aws_download(uri=source, local_filepath=local_filepath, **kwargs)
+    if scheme in ("http", "https"):
+        kwargs = _drop(kwargs, _S3_ONLY)
+        if not callable(getattr(kwargs.get("session"), "request", None)):
+            kwargs.pop("session", None)  # a boto3 session is for the s3 items
+        return http_download(source, local_filepath, **kwargs)
+    raise ValueError(f"unsupported source {source!r}: expected an http(s):// URL or s3:// URI")
+
+
+def _s3_location(uri: Any, bucket: Any, key: Any, recursive: bool = False) -> tuple[str, str]:
+    """The bucket and key from ``uri`` or from ``bucket``/``key`` (SPEC §2.2)."""
+    from . import _s3url
+
+    if uri is not None:
+        if not isinstance(uri, str):
+            raise ValueError(f"uri must be an s3:// URI string, not {uri!r}")
+        location = _s3url.parse_s3_uri(uri)
+        bucket, key = location.bucket, location.key
+    elif bucket is None or (key is None and not recursive):
+        raise ValueError(
+            "aws_download needs uri='s3://bucket/key', or both bucket_name= (or bucket=) and key="
+        )
+    if key is None:
+        key = ""
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise ValueError(f"bucket and key must be strings, not {bucket!r} and {key!r}")
+    _s3url.check_bucket_name(bucket)
+    if not key and not recursive:
+        raise ValueError(f"no key given for bucket {bucket!r}: name the object to download")
+    return bucket, key
+
+
+def aws_download(
+    uri: str | None = None,
+    bucket_name: str | None = None,
+    key: str | None = None,
+    local_filepath: PathLike | None = None,
+    cache: bool = False,
+    timeout: float | None = None,
+    aws_profile: str | None = None,
+    session: Any = None,
+    verbose: bool = False,
+    *,
+    bucket: str | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    requester_pays: bool = False,
+    resume: bool = True,
+    retries: int = DEFAULT_RETRIES,
+    checksum: str | None = None,
+    progress: Any = True,
+    connections: int | None = None,
+    recursive: bool = False,
+) -> str:
+    """Download an object from Amazon S3 (or an S3-compatible server).
+
+    A drop-in for pyvo's ``aws_download``. Public objects are read with
+    plain unsigned HTTPS GETs, with no dependency; with ``aws_profile=`` or
+    ``session=`` the requests are signed (SigV4) by botocore, the optional
+    extra ``pyvo-dl[s3]``. If anonymous access is refused and botocore finds
+    credentials on this machine, the request is retried signed, as pyvo does.
+
+    Parameters
+    ----------
+    uri : str, optional
+        ``s3://bucket-name/key``. If given, ``bucket_name`` and ``key`` are
+        ignored; everything after the bucket is the key (``?`` and ``#``
+        included).
+    bucket_name : str, optional
+        The bucket (``bucket=`` is an alias), with ``key``.
+    key : str, optional
+        The object's key in the bucket.
+    local_filepath : str or os.PathLike, optional
+        Where to write the file; by default the key's last part, in the
+        current folder.
+    cache : bool, optional
+        If True and the file exists with the object's size, return it
+        without downloading (default False, as in pyvo).
+    timeout : float, optional
+        Seconds without progress before a try is abandoned; None means 60 s.
+    aws_profile : str, optional
+        A profile in ``~/.aws/config`` / ``~/.aws/credentials`` to sign with.
+    session : boto3.session.Session or botocore.session.Session, optional
+        A session whose credentials sign the requests (wins over
+        ``aws_profile``).
+    verbose : bool, optional
+        If True, print the bucket, key, access mode and what was decided.
+    bucket : str, optional
+        Alias of ``bucket_name``.
+    endpoint_url : str, optional
+        An S3-compatible server (path-style addressing); default from
+        ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, else AWS.
+    region : str, optional
+        The bucket's region; default from ``AWS_REGION`` /
+        ``AWS_DEFAULT_REGION`` or the profile, else discovered.
+    requester_pays : bool, optional
+        Accept the charges of a requester-pays bucket.
+    resume, retries, checksum, progress, connections
+        As for `http_download`.
+    recursive : bool, optional
+        Treat the key as a prefix (``s3://bucket/prefix/``): list it and
+        download every object under it into ``local_filepath`` (a folder,
+        default the current one), keeping the relative layout. Returns the
+        folder; raises `~pyvo_dl.DownloadError` naming the failures after
+        trying every object.
+
+    Returns
+    -------
+    local_filepath : str
+        The path of the downloaded file.
+
+    Raises
+    ------
+    ValueError
+        For a malformed URI, an invalid bucket name or missing arguments.
+    pyvo_dl.S3Error
+        When S3 refuses (``.code`` is ``NoSuchKey``, ``NoSuchBucket``,
+        ``AccessDenied``, ...).
+    pyvo_dl.MissingDependencyError
+        When signing is needed and botocore is not installed.
+    pyvo_dl.DownloadError
+        For any other failure.
+    """
+    from . import _names, _s3
+
+    if bucket_name is None:
+        bucket_name = bucket
+    elif bucket is not None and bucket != bucket_name:
+        raise ValueError(f"bucket_name={bucket_name!r} and bucket={bucket!r} disagree")
+    bucket_name, key = _s3_location(uri, bucket_name, key, recursive)
+    seconds = _check_common(timeout, retries, connections)
+    path = _local_path(local_filepath)
+    target, access = _s3_target(bucket_name, key, endpoint_url, region, aws_profile, session,
+                                requester_pays)  # fmt: skip
+    options = {
+        "cache": bool(cache),
+        "resume": bool(resume),
+        "retries": retries,
+        "timeout": seconds,
+        "checksums": _parse_checksum(checksum),
+        "progress": progress,
+        "verbose": bool(verbose),
+        "connections": connections,
+        "user_agent": _version_agent(),
+    }
+    if recursive:
+        folder = path or "."
+        items = _s3_prefix_items(target, access, options)
+        kwargs = {
+            "cache": cache, "timeout": timeout, "aws_profile": aws_profile, "session": session,
+            "verbose": verbose, "endpoint_url": endpoint_url, "region": target.region,
+            "requester_pays": requester_pays, "resume": resume, "retries": retries,
+            "connections": connections,
+        }  # fmt: skip
+        results = download_many(items, folder, progress=progress, **kwargs)
+        _raise_for_failures(f"s3://{bucket_name}/{key}", results)
+        return folder
+    if path is None:
+        path = _names.filename_from_s3_key(key)
+        if not path:
+            raise ValueError(
+                f"cannot derive a file name from key {key!r} (a prefix?): pass "
+                "local_filepath=, or recursive=True to download everything under it"
+            )
+    return _s3.fetch_object(target, access, path, options, _stdlib_transport(None))
+
+
+def _s3_target(
+    bucket: str,
+    key: str,
+    endpoint_url: str | None,
+    region: str | None,
+    aws_profile: str | None,
+    session: Any,
+    requester_pays: bool,
+) -> tuple[Any, Any]:
+    """Where the object is and the access mode, with the region settled (SPEC §2.2)."""
+    from . import _s3, _s3url, _signing
+
+    endpoint = _s3url.choose_endpoint(region, endpoint_url, _s3.environment())
+    access = _s3.Access.choose(aws_profile, session, endpoint.region or "us-east-1")
+    if endpoint.region is None and access.signer is not None:
+        session_region = _signing.session_region(access.signer.session)
+        if session_region:
+            endpoint = endpoint.with_region(session_region)
+            access = access.for_region(session_region)
+    return _s3.S3Target(bucket, key, endpoint, bool(requester_pays)), access
+
+
+def _s3_prefix_items(
+    target: Any, access: Any, options: dict[str, Any], folder: str = ""
+) -> list[tuple[str, Any]]:
+    """``(s3 URI, relative local path)`` for every object under the prefix.
+
+    The path is the key after the prefix, under the relative ``folder``; a
+    key that would land outside it (``..``, absolute) becomes an item whose
+    local path is the ``ValueError`` saying so.
+    """
+    from . import _names, _s3
+
+    prefix = target.key
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"  # s3://b/data means the folder data/, not data-old/ too
+        target.key = prefix
+    items: list[tuple[str, Any]] = []
+    for key, _size in _s3.list_prefix(target, access, options, _stdlib_transport(None)):
+        if key.endswith("/"):
+            continue  # a folder marker, not a file
+        try:
+            local: Any = _names.safe_join(folder or ".", key[len(prefix) :])
+        except ValueError as exc:
+            local = exc
+        items.append((f"s3://{target.bucket}/{key}", local))
+    _engine_report(options, f"Listed {len(items)} objects under s3://{target.bucket}/{prefix}")
+    return items
+
+
+def _engine_report(options: dict[str, Any], message: str) -> None:
+    from . import _engine
+
+    _engine.logger.info(message)
+    if options.get("verbose"):
+        print(message, flush=True)
+
+
+def _raise_for_failures(source: str, results: list[Any]) -> None:
+    from ._errors import DownloadError
+
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise DownloadError(
+            f"{len(failures)} of {len(results)} objects under {source} failed; "
+            f"the first: {failures[0]}"
+        ) from failures[0]
+
+
+def download_many(
+    items: Iterable[Any],
+    dest_dir: PathLike = ".",
+    *,
+    workers: int = 8,
+    max_per_host: int | None = None,
+    executor: Any = None,
+    progress: Any = True,
+    **kwargs: Any,
+) -> list[Any]:
+    """Download many URLs and ``s3://`` URIs concurrently.
+
+    Parameters
+    ----------
+    items : iterable
+        URLs, ``s3://`` URIs, or ``(source, local_path)`` pairs; a relative
+        ``local_path`` is under ``dest_dir``; without one, the name comes
+        from the URL or key.
+    dest_dir : str or os.PathLike, optional
+        The folder for the files (default: the current folder).
+    workers : int, optional
+        Downloads running at once (default 8).
+    max_per_host : int, optional
+        Downloads running at once against one host (default: ``workers``).
+    executor : concurrent.futures.Executor, optional
+        Runs the items instead of an internal thread pool: a
+        ``ProcessPoolExecutor``, ``dask.distributed.Client.get_executor()``,
+        or ``mpi4py.futures.MPIPoolExecutor``.
+    progress : bool or callable, optional
+        True: one aggregate display (files done/total, bytes, rate); False:
+        silent; a callable gets ``(files_done, files_total)``.
+    **kwargs
+        Passed to `http_download` / `aws_download` for every item
+        (``cache``, ``timeout``, ``retries``, ``endpoint_url``, ...). With
+        ``recursive=True``, each ``s3://bucket/prefix/`` item is replaced by
+        the objects under it, their layout kept under ``dest_dir`` (or under
+        the folder of a ``(uri, folder)`` pair).
+
+    Returns
+    -------
+    list
+        One entry per item (per object found, for prefixes), in order: the
+        path written, or the exception that item ended with. It never stops
+        at the first failure.
+    """
+    from . import _many
+
+    if kwargs.pop("recursive", False):
+        items = _expand_prefixes(items, kwargs)
+    return _many.download_many(
+        download, items, dest_dir, workers=workers, max_per_host=max_per_host,
+        executor=executor, progress=progress, **kwargs,
+    )  # fmt: skip
+
+
+def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any]) -> list[Any]:
+    """Replace each ``s3://bucket/prefix/`` item by the objects under it.
+
+    A prefix given as a ``(uri, folder)`` pair lands under that folder; a
+    listing that fails becomes one item whose result is its error.
+    """
+    expanded: list[Any] = []
+    for item in items:
+        source, folder = (item, "") if isinstance(item, str) else tuple(item)
+        if not (isinstance(source, str) and source.lower().startswith("s3://")):
+            expanded.append(item)
+            continue
+        try:
+            bucket, key = _s3_location(source, None, None, recursive=True)
+            target, access = _s3_target(
+                bucket, key, kwargs.get("endpoint_url"), kwargs.get("region"),
+                kwargs.get("aws_profile"), kwargs.get("session"),
+                bool(kwargs.get("requester_pays")),
+            )  # fmt: skip
+            options = {
+                "retries": kwargs.get("retries", DEFAULT_RETRIES),
+                "timeout": _check_common(kwargs.get("timeout"), kwargs.get("retries", 0), None),
+                "verbose": bool(kwargs.get("verbose")),
+                "user_agent": _version_agent(),
+            }
+            expanded.extend(_s3_prefix_items(target, access, options, os.fspath(folder)))
+        except (ValueError, OSError, ImportError) as exc:
+            expanded.append((source, exc))
+    return expanded

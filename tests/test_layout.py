@@ -1,0 +1,244 @@
+"""The package's shape: import rows, import cost, vendoring, pickling.
+
+STYLE §6.1: imports point down the rows only; ``import pyvo_dl`` loads no
+third-party module and none of the heavy standard modules; the folder can be
+copied into another package and works under that name; every public
+exception survives pickle with its attributes (SPEC §2.4).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import pyvo_dl
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+PACKAGE_DIR = os.path.dirname(pyvo_dl.__file__)
+ROOT = os.path.dirname(PACKAGE_DIR)
+
+#: The row of each module (STYLE §6.1, with the orchestration and entry rows
+#: split finer: S3 and many-file orchestration sit on the engine, the CLI on
+#: the API); a module imports only from lower rows (row 1 modules may also
+#: import each other).
+ROWS = {
+    "_errors": 0,
+    "_names": 1,
+    "_httputil": 1,
+    "_retry": 1,
+    "_integrity": 1,
+    "_s3url": 1,
+    "_transport": 2,
+    "_partfile": 2,
+    "_auth": 2,
+    "_progress": 2,
+    "_signing": 2,
+    "_engine": 3,
+    "_s3": 4,
+    "_many": 4,
+    "_api": 5,
+    "_cli": 6,
+    "_demo": 6,
+    "__main__": 7,
+    "__init__": 7,
+}
+
+
+def _package_imports(module: str) -> set[str]:
+    """The pyvo_dl modules that ``module`` imports (relative imports), anywhere in it."""
+    with open(os.path.join(PACKAGE_DIR, module + ".py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module)
+            else:
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def _runtime_imports(module: str) -> set[str]:
+    """Relative imports outside ``if TYPE_CHECKING:`` blocks."""
+    with open(os.path.join(PACKAGE_DIR, module + ".py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for child in ast.walk(node):
+                skip.add(id(child))
+    return {
+        node.module or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in skip
+        for alias in node.names
+    }
+
+
+def test_every_module_has_a_row() -> None:
+    modules = {name[:-3] for name in os.listdir(PACKAGE_DIR) if name.endswith(".py")}
+    assert modules <= set(ROWS), f"give these modules a row: {modules - set(ROWS)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in ROWS if m not in ("__init__", "__main__")))
+def test_imports_point_down(module: str) -> None:
+    if not os.path.exists(os.path.join(PACKAGE_DIR, module + ".py")):
+        pytest.skip(f"{module} is not written yet")
+    row = ROWS[module]
+    # "from . import __version__" reads the package's literal at call time.
+    for imported in _runtime_imports(module) - {"__version__"}:
+        allowed = ROWS[imported] < row or (row == 1 and ROWS[imported] == 1)
+        assert allowed, f"{module} (row {row}) imports {imported} (row {ROWS[imported]})"
+
+
+def test_row_one_imports_no_cycles() -> None:
+    row_one = [m for m, r in ROWS.items() if r == 1]
+    graph = {m: {i for i in _package_imports(m) if ROWS.get(i) == 1} for m in row_one}
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        assert node not in path, f"import cycle: {' -> '.join((*path, node))}"
+        for nxt in graph[node]:
+            visit(nxt, (*path, node))
+
+    for module in row_one:
+        visit(module, ())
+
+
+HEAVY = ["http.client", "ssl", "logging", "concurrent.futures", "xml", "typing", "threading",
+         "urllib.request", "email", "json", "dataclasses"]  # fmt: skip
+THIRD_PARTY = ["botocore", "boto3", "requests", "urllib3", "astropy", "pyvo", "tqdm", "certifi"]
+
+
+def test_import_is_light() -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        before = set(sys.modules)
+        import pyvo_dl
+        new = set(sys.modules) - before
+        heavy = [m for m in {HEAVY + THIRD_PARTY!r} if m in new]
+        print(",".join(heavy))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.stdout.strip() == "", f"import pyvo_dl loaded: {result.stdout.strip()}"
+
+
+def test_public_names() -> None:
+    assert set(pyvo_dl.__all__) == {
+        "DownloadError", "DownloadWarning", "HTTPStatusError", "IntegrityError",
+        "MissingDependencyError", "S3Error", "aws_download", "download", "download_many",
+        "http_download",
+    }  # fmt: skip
+    for name in pyvo_dl.__all__:
+        obj = getattr(pyvo_dl, name)
+        assert obj.__doc__, f"{name} has no docstring"
+        assert obj.__module__ == "pyvo_dl"
+    assert isinstance(pyvo_dl.__version__, str)
+
+
+EXCEPTIONS = [
+    pyvo_dl.DownloadError("boom for http://x/y"),
+    pyvo_dl.DownloadError("disk full", 28, "/tmp/x.part"),
+    pyvo_dl.HTTPStatusError(404, "http://x/y", "Not Found", "check the URL"),
+    pyvo_dl.S3Error("NoSuchKey", 404, "b", "k/x", "no key", "eu-west-1", "REQ1", "http://u", "h"),
+    pyvo_dl.IntegrityError("http://x/y", "/tmp/y", "sha256", "ab", "cd"),
+    pyvo_dl.MissingDependencyError("botocore", "signed S3 requests"),
+]
+
+
+@pytest.mark.parametrize("error", EXCEPTIONS, ids=lambda e: type(e).__name__)
+def test_exceptions_pickle_with_attributes(error: BaseException) -> None:
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is type(error)
+    assert str(clone) == str(error)
+    public = {k: v for k, v in vars(error).items() if not k.startswith("_")}
+    assert {k: v for k, v in vars(clone).items() if not k.startswith("_")} == public
+    if isinstance(error, OSError):
+        assert (clone.errno, clone.filename) == (error.errno, error.filename)
+
+
+def test_exception_hierarchy() -> None:
+    assert issubclass(pyvo_dl.DownloadError, OSError)
+    assert issubclass(pyvo_dl.S3Error, pyvo_dl.HTTPStatusError)
+    assert issubclass(pyvo_dl.HTTPStatusError, pyvo_dl.DownloadError)
+    assert issubclass(pyvo_dl.IntegrityError, pyvo_dl.DownloadError)
+    assert issubclass(pyvo_dl.MissingDependencyError, ImportError)
+    assert issubclass(pyvo_dl.DownloadWarning, UserWarning)
+    assert "pip install \"pyvo-dl[s3]\"" in str(EXCEPTIONS[-1])
+    assert str(EXCEPTIONS[1]) == "disk full"
+    assert EXCEPTIONS[1].errno == 28
+
+
+def test_vendored_copy_works(tmp_path: Path) -> None:
+    """Copy pyvo_dl/ into somepkg/_vendor/ and download a file through that name."""
+    vendor = tmp_path / "site" / "somepkg" / "_vendor"
+    vendor.mkdir(parents=True)
+    (vendor.parent / "__init__.py").write_text("")
+    (vendor / "__init__.py").write_text("")
+    shutil.copytree(PACKAGE_DIR, vendor / "pyvo_dl", ignore=shutil.ignore_patterns("__pycache__"))
+    code = textwrap.dedent(
+        """
+        import http.server, os, pickle, sys, threading
+        from somepkg._vendor import pyvo_dl
+        from somepkg._vendor.pyvo_dl import http_download, HTTPStatusError
+        assert "pyvo_dl" not in sys.modules, "the vendored copy imported the installed one"
+        os.makedirs("srv"); open("srv/data.fits", "wb").write(b"x" * 5000)
+        handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory="srv")
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = "http://127.0.0.1:%d/" % server.server_port
+        path = http_download(url + "data.fits", progress=False)
+        assert open(path, "rb").read() == b"x" * 5000
+        try:
+            http_download(url + "missing.fits", progress=False)
+        except HTTPStatusError as e:
+            assert type(e).__module__ == "somepkg._vendor.pyvo_dl", type(e).__module__
+            assert pickle.loads(pickle.dumps(e)).status == 404
+        else:
+            raise AssertionError("no error for a missing file")
+        server.shutdown()
+        print("vendored ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "vendored ok" in result.stdout
+
+
+def test_runs_from_a_checkout_without_install(tmp_path: Path) -> None:
+    """``python -m pyvo_dl`` from a plain folder on PYTHONPATH (an HPC node without pip)."""
+    shutil.copytree(PACKAGE_DIR, tmp_path / "checkout" / "pyvo_dl",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(tmp_path / "checkout")
+    code = "import pyvo_dl, sys; print(pyvo_dl.__file__)"
+    result = subprocess.run(
+        [sys.executable, "-s", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env=env, check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith(str(tmp_path / "checkout"))
+    result = subprocess.run(
+        [sys.executable, "-s", "-m", "pyvo_dl", "--help"], capture_output=True, text=True,
+        cwd=tmp_path, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "pyvo-dl" in result.stdout
