@@ -1,0 +1,220 @@
+"""download / download_many and recursive S3 prefixes (SPEC §2.3).
+
+Real loopback servers: hundreds of small files through one keep-alive pool,
+a mix of good and failing items, a process pool as the executor, and
+ListObjectsV2 paging against moto.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+import pyvo_dl
+from servers import FaultServer, s3_client_for
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _body(i: int, size: int = 4096) -> bytes:
+    return (f"file {i:05d} ".encode() * (size // 10 + 1))[:size]
+
+
+def test_download_dispatches_on_scheme(http_server: FaultServer, in_tmp: Path) -> None:
+    http_server.add_file("/d/a.fits", b"http bytes")
+    http_server.add_file("/bkt/k/b.fits", b"s3 bytes")
+    assert pyvo_dl.download(http_server.url("/d/a.fits"), progress=False) == "a.fits"
+    path = pyvo_dl.download(
+        "s3://bkt/k/b.fits", endpoint_url=http_server.base_url, progress=False
+    )
+    assert (in_tmp / path).read_bytes() == b"s3 bytes"
+    with pytest.raises(ValueError, match="ftp://"):
+        pyvo_dl.download("ftp://host/file")
+
+
+def test_many_small_files_reuse_connections(http_server: FaultServer, tmp_path: Path) -> None:
+    count = 500
+    urls = [http_server.add_file(f"/many/f{i:04d}.dat", _body(i)) for i in range(count)]
+    results = pyvo_dl.download_many(urls, tmp_path / "out", workers=8, progress=False)
+    assert results == [str(tmp_path / "out" / f"f{i:04d}.dat") for i in range(count)]
+    for i in range(count):
+        assert (tmp_path / "out" / f"f{i:04d}.dat").read_bytes() == _body(i)
+    # Connections are kept alive and shared: at most one per worker, not one per file.
+    assert http_server.connection_count <= 16
+    assert len(http_server.requests) == count
+
+
+def test_mixed_results_never_stop_at_the_first_failure(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    good = http_server.add_file("/m/good.fits", b"good")
+    items = [
+        http_server.url("/m/missing.fits"),
+        good,
+        (http_server.url("/m/good.fits"), "renamed/copy.fits"),
+        "ftp://nowhere/x.fits",
+        http_server.url("/m/dir/"),
+        good,  # same target as item 1
+        42,
+    ]
+    results = pyvo_dl.download_many(items, tmp_path, progress=False)  # type: ignore[arg-type]
+    assert isinstance(results[0], pyvo_dl.HTTPStatusError)
+    assert results[0].status == 404
+    assert results[1] == str(tmp_path / "good.fits")
+    assert results[2] == str(tmp_path / "renamed" / "copy.fits")
+    assert isinstance(results[3], ValueError)
+    assert isinstance(results[4], ValueError)
+    assert isinstance(results[5], ValueError)
+    assert "item 1" in str(results[5])
+    assert isinstance(results[6], ValueError)
+    assert (tmp_path / "renamed" / "copy.fits").read_bytes() == b"good"
+
+
+def test_mixed_http_and_s3_options(http_server: FaultServer, tmp_path: Path) -> None:
+    http_server.add_file("/h/x.fits", b"x")
+    http_server.add_file("/bkt/y.fits", b"y")
+    results = pyvo_dl.download_many(
+        [http_server.url("/h/x.fits"), "s3://bkt/y.fits"], tmp_path,
+        endpoint_url=http_server.base_url, headers={"X-Test": "1"}, progress=False,
+    )  # fmt: skip
+    assert results == [str(tmp_path / "x.fits"), str(tmp_path / "y.fits")]
+    (http_get,) = http_server.requests_for("/h/x.fits", "GET")
+    (s3_get,) = http_server.requests_for("/bkt/y.fits", "GET")
+    assert http_get.headers["x-test"] == "1"
+    assert "x-test" not in s3_get.headers
+
+
+def test_process_pool_executor_gives_the_same_results(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    urls = [http_server.add_file(f"/pp/f{i}.dat", _body(i)) for i in range(12)]
+    urls.append(http_server.url("/pp/missing.dat"))
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = pyvo_dl.download_many(urls, tmp_path, executor=pool, progress=False)
+    assert results[:12] == [str(tmp_path / f"f{i}.dat") for i in range(12)]
+    assert isinstance(results[12], pyvo_dl.HTTPStatusError)
+    assert results[12].status == 404  # the exception crossed the process boundary intact
+
+
+def test_progress_callable_counts_files(http_server: FaultServer, tmp_path: Path) -> None:
+    urls = [http_server.add_file(f"/pc/f{i}.dat", b"x") for i in range(5)]
+    calls: list[tuple[int, int | None]] = []
+    pyvo_dl.download_many(urls, tmp_path, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (5, 5)
+
+
+def test_aggregate_line_not_one_per_file(
+    http_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = [http_server.add_file(f"/ag/f{i}.dat", b"x" * 100) for i in range(30)]
+    pyvo_dl.download_many(urls, tmp_path)
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1
+    assert "30" in out
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "4"])
+def test_workers_must_be_positive(bad: object, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        pyvo_dl.download_many([], tmp_path, workers=bad)  # type: ignore[arg-type]
+
+
+# -- recursive S3 prefixes -------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(s3_endpoint: str) -> dict[str, bytes]:
+    pytest.importorskip("boto3")
+    client = s3_client_for(s3_endpoint)
+    client.create_bucket(Bucket="tree")
+    objects = {f"obs/0042/sub{i % 3}/file {i}.fits": _body(i, 1000 + i) for i in range(23)}
+    objects["obs/0042/"] = b""  # a folder marker
+    objects["obs/0042-other/not-me.fits"] = b"outside the prefix"
+    for key, body in objects.items():
+        client.put_object(Bucket="tree", Key=key, Body=body, ACL="public-read")
+    return objects
+
+
+def _expected(tree: dict[str, bytes]) -> dict[str, bytes]:
+    return {
+        k[len("obs/0042/") :]: v
+        for k, v in tree.items()
+        if k.startswith("obs/0042/") and not k.endswith("/")
+    }
+
+
+def _files_under(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)).replace(os.sep, "/"): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_recursive_aws_download_pages_and_layout(
+    tree: dict[str, bytes], s3_endpoint: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyvo_dl import _s3
+
+    monkeypatch.setattr(_s3, "LIST_PAGE_SIZE", 5)  # several ListObjectsV2 pages
+    folder = pyvo_dl.aws_download(
+        "s3://tree/obs/0042", endpoint_url=s3_endpoint, recursive=True,
+        local_filepath="mirror", progress=False,
+    )  # fmt: skip
+    assert folder == "mirror"
+    assert _files_under(in_tmp / "mirror") == _expected(tree)
+
+
+def test_recursive_download_many_relative_dest(
+    tree: dict[str, bytes], s3_endpoint: str, in_tmp: Path
+) -> None:
+    results = pyvo_dl.download_many(
+        ["s3://tree/obs/0042/", ("s3://tree/obs/0042/", "copy2")], "dest",
+        endpoint_url=s3_endpoint, recursive=True, progress=False,
+    )  # fmt: skip
+    assert len(results) == 2 * len(_expected(tree))
+    assert all(isinstance(r, str) for r in results), results
+    assert not (in_tmp / "dest" / "dest").exists()
+    files = _files_under(in_tmp / "dest")
+    expected = _expected(tree)
+    assert {k: v for k, v in files.items() if not k.startswith("copy2/")} == expected
+    assert {k[6:]: v for k, v in files.items() if k.startswith("copy2/")} == expected
+
+
+def test_recursive_refuses_keys_that_escape(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    listing = (
+        b"<?xml version='1.0' encoding='UTF-8'?>"
+        b"<ListBucketResult xmlns='http://s3.amazonaws.com/doc/2006-03-01/'>"
+        b"<Name>evil</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount><IsTruncated>false</IsTruncated>"
+        b"<EncodingType>url</EncodingType>"
+        b"<Contents><Key>p/ok.fits</Key><Size>2</Size></Contents>"
+        b"<Contents><Key>p/../../../escape.fits</Key><Size>2</Size></Contents>"
+        b"</ListBucketResult>"
+    )
+    http_server.add_file("/evil", listing, content_type="application/xml")
+    http_server.add_file("/evil/p/ok.fits", b"ok")
+    http_server.add_file("/evil/p/../../../escape.fits", b"no", exact=True)
+    with pytest.raises(pyvo_dl.DownloadError, match="1 of 2"):
+        pyvo_dl.aws_download(
+            "s3://evil/p/", endpoint_url=http_server.base_url, recursive=True,
+            local_filepath=str(tmp_path / "in"), progress=False,
+        )  # fmt: skip
+    assert (tmp_path / "in" / "ok.fits").read_bytes() == b"ok"
+    assert not list(tmp_path.rglob("escape.fits"))
+    assert not (tmp_path.parent / "escape.fits").exists()
+
+
+def test_recursive_missing_bucket_is_one_failed_item(s3_endpoint: str, tmp_path: Path) -> None:
+    results = pyvo_dl.download_many(
+        ["s3://no-such-bucket-xyz/prefix/"], tmp_path, endpoint_url=s3_endpoint,
+        recursive=True, progress=False,
+    )  # fmt: skip
+    assert len(results) == 1
+    assert isinstance(results[0], pyvo_dl.S3Error)
+    assert results[0].code == "NoSuchBucket"
