@@ -1,0 +1,667 @@
+"""The ``pyvo-dl`` command line (SPEC §5), also run by ``python -m pyvo_dl``.
+
+It parses the arguments, reads the list of sources, takes this process's
+shard of it, and hands everything to the public functions (``download`` for
+one source, ``download_many`` for several). It adds no download logic of its
+own: what it prints besides the library's progress is one line per failure
+and a summary, on stderr.
+
+Exit status: 0 when every download succeeded, 1 when any failed, 2 for a
+usage error (including "no source given"), 130 when interrupted (Ctrl-C).
+``argparse`` is imported inside :func:`main`, so importing this module stays
+cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import _api
+from ._progress import format_bytes, format_duration, format_rate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, Final, Optional, Sequence, Tuple
+
+    Item = Tuple[str, Optional[str]]
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "main"]
+
+#: The command's name in messages and in ``--help``, however it was started
+#: (``python -m`` would otherwise show ``__main__.py``).
+PROG: Final = "pyvo-dl"
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+#: 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED: Final = 130
+
+#: Fixed, so that ``--help`` (and docs/cli.md made from it) does not depend
+#: on the terminal's width.
+HELP_WIDTH: Final = 79
+
+_PACKAGE: Final = __name__.rpartition(".")[0] or __name__
+
+_USAGE: Final = f"""\
+{PROG} [options] SOURCE [SOURCE ...]
+       {PROG} [options] -i FILE"""
+
+_DESCRIPTION: Final = """\
+Download files from http(s) URLs and s3:// URIs: resumable, verified, in
+parallel. A .part file left by an interrupted run is continued by the next
+one; a file is only put in place once its size (and checksum) is verified."""
+
+_EPILOG: Final = """\
+list files (-i):
+  One source per line; blank lines and lines starting with '#' are skipped.
+  A line may name the local path after the source, separated by a TAB (or,
+  after an http(s) URL, by spaces: an S3 key may itself contain spaces). A
+  relative local path is under -d DIR.
+
+exit status:
+  0 all downloads succeeded, 1 any failed (each failure is named on stderr),
+  2 usage error, 130 interrupted.
+
+examples:
+  # one file from an archive, into the current folder
+  pyvo-dl https://heasarc.gsfc.nasa.gov/FTP/chandra/data/byobsid/2/3052/primary/acisf03052N004_cntr_img2.jpg
+
+  # one object from a public S3 bucket (no credentials needed), into data/
+  pyvo-dl -d data s3://nasa-heasarc/chandra/data/byobsid/2/3052/primary/acisf03052N004_cntr_img2.jpg
+
+  # every URL or URI listed in urls.txt, 16 at a time
+  pyvo-dl -i urls.txt -j 16 -d data
+
+  # everything under an S3 prefix, keeping its layout under obs3052/
+  pyvo-dl --recursive -d obs3052 s3://nasa-heasarc/chandra/data/byobsid/2/3052/
+
+  # a SLURM job array (sbatch --array=0-9): task k takes items k+1, k+11, ...
+  pyvo-dl -i urls.txt -d data --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
+
+  # an S3-compatible server (Ceph, MinIO) with credentials from a profile
+  pyvo-dl --endpoint-url https://s3.example.org --profile ceph s3://bucket/run1/x.fits"""
+
+
+class _UsageError(Exception):
+    """A usage error found after parsing; reported like argparse's own."""
+
+
+# -- argument types ----------------------------------------------------------------
+
+
+def _whole(text: str, minimum: int, what: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1, "the value")
+
+
+def _count(text: str) -> int:
+    return _whole(text, 0, "the value")
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    # "not value > 0" also refuses nan; inf would mean "wait forever" (SPEC §2.1).
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``--shard I/N``: this process's part of the list.
+
+    Parameters
+    ----------
+    text : str
+        ``"I/N"`` with whole numbers ``1 <= I <= N``.
+
+    Returns
+    -------
+    tuple of int
+        ``(I, N)``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``text``, when it is not of that form.
+
+    Examples
+    --------
+    >>> parse_shard("2/3")
+    (2, 3)
+    >>> parse_shard("0/3")
+    Traceback (most recent call last):
+    ...
+    ValueError: '0/3': I must be from 1 to N (I/N, for example 1/4)
+    """
+    first, slash, second = text.partition("/")
+    try:
+        index, count = int(first), int(second)
+    except ValueError:
+        index = count = 0
+    if not slash or count < 1:
+        raise ValueError(f"{text!r} is not of the form I/N with whole numbers, N >= 1")
+    if not 1 <= index <= count:
+        raise ValueError(f"{text!r}: I must be from 1 to N (I/N, for example 1/4)")
+    return index, count
+
+
+def _shard(text: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- the parser --------------------------------------------------------------------
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    import argparse
+
+    class Formatter(argparse.RawDescriptionHelpFormatter):
+        # Python 3.13 shows "-o, --output PATH" where older ones repeat the
+        # metavar; one spelling keeps --help (and docs/cli.md) the same everywhere.
+        def _format_action_invocation(self, action: argparse.Action) -> str:
+            if not action.option_strings or action.nargs == 0:
+                return super()._format_action_invocation(action)
+            metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+            return ", ".join(action.option_strings) + " " + metavar
+
+    return Formatter(prog, max_help_position=26, width=HELP_WIDTH)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``argparse`` parser of ``pyvo-dl``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Its groups carry their own titles, and ``-h`` is added by hand, so
+        that no Python version's default title ("optional arguments:" up to
+        3.9, "options:" after) appears in ``--help``.
+    """
+    import argparse
+
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage=_USAGE,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=_formatter,
+        add_help=False,
+    )
+    sources = parser.add_argument_group("sources and destination")
+    sources.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="an http(s):// URL or an s3://bucket/key URI"
+    )
+    sources.add_argument(
+        "-i", "--input", metavar="FILE", action="append", default=[],
+        help="read sources from FILE, one a line ('-': standard input); may be repeated",
+    )  # fmt: skip
+    sources.add_argument(
+        "-o", "--output", metavar="PATH",
+        help="write the file to PATH (one source only; a relative PATH is under -d)",
+    )  # fmt: skip
+    sources.add_argument(
+        "-d", "--dest-dir", metavar="DIR", default=".",
+        help="folder for the files, created if missing (default: the current folder)",
+    )  # fmt: skip
+    sources.add_argument(
+        "--shard", metavar="I/N", type=_shard,
+        help="take only items I, I+N, I+2N, ... of the list (I from 1 to N), "
+        "to split one list over a job array",
+    )  # fmt: skip
+    sources.add_argument(
+        "--recursive", action="store_true",
+        help="for s3://bucket/prefix/: download every object under the prefix, "
+        "keeping its layout under -d",
+    )  # fmt: skip
+    _add_transfer_options(parser)
+    _add_s3_options(parser)
+    output = parser.add_argument_group("output")
+    loudness = output.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="print only errors: no progress, no summary",
+    )  # fmt: skip
+    loudness.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log what was decided (cache hits, resumes, retries, S3 access) "
+        "to stderr; -vv also logs redirects",
+    )  # fmt: skip
+    output.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}",
+        help="print the version and exit",
+    )  # fmt: skip
+    output.add_argument("-h", "--help", action="help", help="print this help and exit")
+    return parser
+
+
+def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("transfer")
+    group.add_argument(
+        "-j", "--jobs", metavar="N", type=_positive_int, default=8,
+        help="files downloaded at once (default: 8)",
+    )  # fmt: skip
+    group.add_argument(
+        "--connections", metavar="N", type=_positive_int,
+        help="parallel ranged connections for one large file (default: the library's choice)",
+    )  # fmt: skip
+    group.add_argument(
+        "--checksum", metavar="ALGO:HEX",
+        help="expected digest of the file, e.g. sha256:<64 hex digits> (one source only)",
+    )  # fmt: skip
+    group.add_argument(
+        "--no-resume", dest="resume", action="store_false",
+        help="start over instead of continuing a .part file left by an earlier run",
+    )  # fmt: skip
+    group.add_argument(
+        "--timeout", metavar="SECONDS", type=_seconds,
+        help="give up a try after this long without progress (default: 60)",
+    )  # fmt: skip
+    group.add_argument(
+        "--retries", metavar="N", type=_count,
+        help=f"retries of a transient fault, per file (default: {_api.DEFAULT_RETRIES})",
+    )  # fmt: skip
+
+
+def _add_s3_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("S3 (s3:// sources only)")
+    group.add_argument(
+        "--profile", metavar="NAME",
+        help="sign requests with this AWS profile (needs botocore); default: anonymous",
+    )  # fmt: skip
+    group.add_argument(
+        "--endpoint-url", metavar="URL",
+        help="an S3-compatible server instead of AWS "
+        "(default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL)",
+    )  # fmt: skip
+    group.add_argument(
+        "--region", metavar="NAME",
+        help="the bucket's region (default: $AWS_REGION, else discovered)",
+    )  # fmt: skip
+
+
+# -- from arguments to a plan ------------------------------------------------------
+
+
+def _is_s3(source: str) -> bool:
+    return source[:5].lower() == "s3://"
+
+
+def parse_list_line(line: str) -> Item | None:
+    """Parse one line of a ``-i`` list file.
+
+    Parameters
+    ----------
+    line : str
+        A line, with or without its line ending.
+
+    Returns
+    -------
+    tuple or None
+        ``(source, local_path or None)``; ``None`` for a blank line or a
+        comment (first non-blank character ``#``). A TAB separates the local
+        path; so do spaces after an http(s) URL, which cannot contain one,
+        but not after an ``s3://`` URI, whose key may.
+
+    Examples
+    --------
+    >>> parse_list_line("https://h/a.fits  out/a.fits\\n")
+    ('https://h/a.fits', 'out/a.fits')
+    >>> parse_list_line("s3://b/obs 3052/notes.txt")
+    ('s3://b/obs 3052/notes.txt', None)
+    >>> parse_list_line("s3://b/obs 3052/notes.txt\\tnotes.txt")
+    ('s3://b/obs 3052/notes.txt', 'notes.txt')
+    >>> parse_list_line("  # a comment") is None
+    True
+    """
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    if "\t" in text:
+        source, _, local = text.partition("\t")
+    elif _is_s3(text):
+        source, local = text, ""
+    else:
+        source, _, local = text.partition(" ")
+    return source.strip(), local.strip() or None
+
+
+def _read_list(path: str) -> list[Item]:
+    try:
+        if path == "-":
+            lines = sys.stdin.readlines()
+        else:
+            with open(path, encoding="utf-8") as stream:
+                lines = stream.readlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _UsageError(f"cannot read the list {path!r}: {reason}") from None
+    items = [parse_list_line(line) for line in lines]
+    return [item for item in items if item is not None]
+
+
+def _gather(args: argparse.Namespace) -> list[Item]:
+    """Every source, from the arguments then the lists, checked against the options."""
+    items: list[Item] = [(source, None) for source in args.sources]
+    for path in args.input:
+        items.extend(_read_list(path))
+    if not items:
+        raise _UsageError("no source given: name URLs or s3:// URIs, or a list with -i FILE")
+    if args.output is not None:
+        if len(items) != 1:
+            raise _UsageError(f"-o names one file, but {len(items)} sources were given; use -d DIR")
+        if args.recursive:
+            raise _UsageError("-o names one file; with --recursive, name the folder with -d DIR")
+    if args.checksum is not None:
+        if len(items) != 1 or args.recursive:
+            raise _UsageError("--checksum names the digest of one file; give exactly one source")
+        _check_checksum(args.checksum)
+    return items
+
+
+def _check_checksum(spec: str) -> None:
+    # The library's own parser, so that the command line accepts exactly what
+    # checksum= accepts (SHA-256, crc32c...); a bad spec is a usage error here
+    # rather than the failure of a download.
+    from ._integrity import Checksum
+
+    try:
+        Checksum.parse(spec)
+    except ValueError as exc:
+        raise _UsageError(f"--checksum: {exc}") from None
+
+
+def _options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments for every source, and the extra ones for ``s3://`` sources.
+
+    Only what was given on the command line is passed, so the library's
+    defaults (``cache=True`` for HTTP, ``False`` for S3, as in pyvo) apply.
+    """
+    common: dict[str, Any] = {}
+    if not args.resume:
+        common["resume"] = False
+    for name in ("connections", "timeout", "retries"):
+        value = getattr(args, name)
+        if value is not None:
+            common[name] = value
+    s3: dict[str, Any] = {}
+    for option, keyword in (
+        ("profile", "aws_profile"), ("endpoint_url", "endpoint_url"), ("region", "region"),
+    ):  # fmt: skip
+        value = getattr(args, option)
+        if value is not None:
+            s3[keyword] = value
+    if args.recursive:
+        s3["recursive"] = True
+    return common, s3
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def _download_one(item: Item, args: argparse.Namespace, kwargs: dict[str, Any]) -> Any:
+    """Download one source with ``download``; return its path or its exception."""
+    source, local = item
+    target = args.output if args.output is not None else local
+    dest = args.dest_dir
+    if args.checksum is not None:
+        kwargs = dict(kwargs, checksum=args.checksum)
+    try:
+        if target is None:
+            return _download_into(dest, source, kwargs)
+        if dest not in ("", "."):
+            target = os.path.join(dest, target)
+        return _api.download(source, target, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        return exc
+
+
+def _download_into(dest: str, source: str, kwargs: dict[str, Any]) -> str:
+    # download() names the file itself (URL path, query, Content-Disposition)
+    # in the current folder and takes no folder argument: run it from -d DIR.
+    if dest in ("", "."):
+        return _api.download(source, **kwargs)
+    os.makedirs(dest, exist_ok=True)
+    here = os.getcwd()
+    os.chdir(dest)
+    try:
+        path = _api.download(source, **kwargs)
+    finally:
+        os.chdir(here)
+    return os.path.join(dest, path)
+
+
+def _download_batch(
+    items: Sequence[Item],
+    args: argparse.Namespace,
+    kwargs: dict[str, Any],
+    *,
+    absolute: bool = False,
+) -> list[Any]:
+    pairs = [source if local is None else (source, local) for source, local in items]
+    # A prefix's objects come back from the listing already under dest_dir;
+    # the library then joins a relative dest_dir a second time (DIR/DIR/...),
+    # which an absolute one cannot suffer.
+    dest = os.path.abspath(args.dest_dir) if absolute else args.dest_dir
+    return _api.download_many(pairs, dest, workers=args.jobs, **kwargs)
+
+
+def _download_all(
+    items: Sequence[Item],
+    args: argparse.Namespace,
+    common: dict[str, Any],
+    s3: dict[str, Any],
+) -> list[Any]:
+    """One result per item, in order: the path(s) written, or the exception."""
+    common = dict(common, progress=not args.quiet)
+    if len(items) == 1 and not args.recursive:
+        s3_only = s3 if _is_s3(items[0][0]) else {}
+        return [_download_one(items[0], args, dict(common, **s3_only))]
+    if not s3:
+        return _download_batch(items, args, common)
+    # The S3 options are not parameters of http_download: a list mixing both
+    # kinds runs as two batches, each with the options that apply to it.
+    results: list[Any] = [None] * len(items)
+    s3_kwargs = dict(common, **s3)
+    plain = [i for i, (source, _) in enumerate(items) if not _is_s3(source)]
+    buckets = [i for i, (source, _) in enumerate(items) if _is_s3(source)]
+    _batch_into(results, plain, items, args, common)
+    if not args.recursive:
+        _batch_into(results, buckets, items, args, s3_kwargs)
+        return results
+    # download_many(recursive=True) returns one result per object found, which
+    # does not say which prefix it came from: one call per prefix keeps every
+    # failure with the source the user gave.
+    for i in buckets:
+        results[i] = _download_batch([items[i]], args, s3_kwargs, absolute=True)
+    return results
+
+
+def _batch_into(
+    results: list[Any],
+    chosen: Sequence[int],
+    items: Sequence[Item],
+    args: argparse.Namespace,
+    kwargs: dict[str, Any],
+) -> None:
+    if chosen:
+        batch = _download_batch([items[i] for i in chosen], args, kwargs)
+        for i, result in zip(chosen, batch):
+            results[i] = result
+
+
+def _outcomes(items: Sequence[Item], results: Sequence[Any]) -> tuple[list[str], list[Any]]:
+    """The paths written and the ``(source, exception)`` failures, recursive results flattened."""
+    paths: list[str] = []
+    failures: list[Any] = []
+    for (source, _), result in zip(items, results):
+        for one in result if isinstance(result, (list, tuple)) else [result]:
+            if isinstance(one, BaseException):
+                failures.append((source, one))
+            elif one is not None:
+                paths.append(os.fspath(one))
+    return paths, failures
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def format_summary(files: int, size: int, elapsed: float, failed: int) -> str:
+    """Format the summary line printed at the end of a run.
+
+    Parameters
+    ----------
+    files : int
+        Files now in place (downloaded or found cached).
+    size : int
+        Their total size in bytes.
+    elapsed : float
+        Seconds the run took.
+    failed : int
+        Sources (or objects of a recursive listing) that failed.
+
+    Returns
+    -------
+    str
+        One line, without the ``pyvo-dl:`` prefix.
+
+    Examples
+    --------
+    >>> format_summary(3, 3 * 1024**2, 1.5, 0)
+    '3 files, 3.00 MiB in 1.5 s (2.00 MiB/s), 0 failed'
+    >>> format_summary(1, 10, 0.0, 2)
+    '1 file, 10 B in 0.0 s (-- B/s), 2 failed'
+    """
+    rate = size / elapsed if elapsed > 0 else None
+    plural = "" if files == 1 else "s"
+    return (
+        f"{files} file{plural}, {format_bytes(size)} in {format_duration(elapsed)} "
+        f"({format_rate(rate)}), {failed} failed"
+    )
+
+
+def _say(text: str) -> None:
+    try:
+        sys.stderr.write(f"{PROG}: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr closed: the exit status still tells
+
+
+def _one_line(error: BaseException) -> str:
+    # One line per failure, whatever the message holds, so that stderr greps well.
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _report(items: Sequence[Item], results: Sequence[Any], started: float, quiet: bool) -> int:
+    paths, failures = _outcomes(items, results)
+    for source, error in failures:
+        _say(f"failed: {source}: {_one_line(error)}")
+    if not quiet:
+        elapsed = time.monotonic() - started
+        size = sum(_size(path) for path in paths)
+        _say(format_summary(len(paths), size, elapsed, len(failures)))
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+class _LogToStderr:
+    """``-v``: the package's log records on stderr for the duration of a run."""
+
+    def __init__(self, verbosity: int) -> None:
+        self._verbosity = verbosity
+        self._handler: Any = None
+        self._level = 0
+
+    def __enter__(self) -> _LogToStderr:
+        if self._verbosity:
+            import logging
+
+            logger = logging.getLogger(_PACKAGE)
+            self._handler = logging.StreamHandler(sys.stderr)
+            self._handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+            self._level = logger.level
+            logger.setLevel(logging.DEBUG if self._verbosity > 1 else logging.INFO)
+            logger.addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handler is not None:
+            import logging
+
+            logger = logging.getLogger(_PACKAGE)
+            logger.removeHandler(self._handler)
+            logger.setLevel(self._level)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        items = _gather(args)
+    except _UsageError as exc:
+        parser.error(str(exc))  # exits with status 2
+    if args.shard is not None:
+        index, count = args.shard
+        items = items[index - 1 :: count]
+    common, s3 = _options(args)
+    started = time.monotonic()
+    with _LogToStderr(args.verbose):
+        results = _download_all(items, args, common, s3) if items else []
+    return _report(items, results, started, args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pyvo-dl`` with ``argv`` (default: ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments, without the program name.
+
+    Returns
+    -------
+    int
+        The exit status, for ``sys.exit(main())``: 0 when every download
+        succeeded, 1 when any failed (each failure is named on stderr), 2 for
+        a usage error, 130 when interrupted.
+    """
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+            return _run(parser, args)
+        except SystemExit as exc:  # argparse's errors, --help and --version
+            if exc.code is None:
+                return EXIT_OK
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        # A .part file is kept: the same command resumes it.
+        _say("interrupted; run the same command again to resume")
+        return EXIT_INTERRUPTED
