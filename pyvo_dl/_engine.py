@@ -106,6 +106,8 @@ class FetchRequest:
     conditional: str = "if-range"
     #: S3 answers a wrong region with a redirect that the S3 layer handles itself.
     follow_redirects: bool = True
+    #: Parallel ranged connections for one large object (None: the default, 1).
+    connections: int | None = None
     user_agent: str = "pyvo-dl"
     sleep: Callable[[float], None] = time.sleep
     rng: Callable[[], float] = random.random
@@ -138,9 +140,11 @@ def _request_headers(
     request: FetchRequest, method: str, url: str, extra: Mapping[str, str]
 ) -> dict[str, str]:
     on_origin = _httputil.same_origin(url, request.url)
-    headers = {"User-Agent": request.user_agent, "Accept-Encoding": "identity"}
-    headers.update(_httputil.headers_for_redirect(request.headers, on_origin))
-    headers.update(extra)
+    headers = {"User-Agent": request.user_agent}
+    _merge_headers(headers, _httputil.headers_for_redirect(request.headers, on_origin))
+    # Never the caller's: identity keeps sizes and ranges in bytes on disk
+    # (SPEC §3.6), and Range/If-Range are the resume's.
+    _merge_headers(headers, {"Accept-Encoding": "identity", **extra})
     if not any(k.lower() == "authorization" for k in headers):
         credentials = request.auth if on_origin else None
         if credentials is None and request.use_netrc:
@@ -150,6 +154,18 @@ def _request_headers(
     if request.signer is not None and on_origin:
         headers.update(request.signer(method, url, headers))
     return headers
+
+
+def _merge_headers(headers: dict[str, str], new: Mapping[str, str]) -> None:
+    """``headers.update(new)``, names compared case-insensitively as HTTP does.
+
+    A caller's ``user-agent`` replaces ours instead of going out beside it
+    (two User-Agent or Range lines are malformed requests).
+    """
+    for name, value in new.items():
+        for old in [k for k in headers if k.lower() == name.lower()]:
+            del headers[old]
+        headers[name] = value
 
 
 def _drain(response: Response) -> None:
@@ -172,7 +188,8 @@ def open_url(
     url = request.url
     for _ in range(_httputil.MAX_REDIRECTS + 1):
         headers = _request_headers(request, method, url, extra)
-        response = transport.request(method, url, headers, request.timeout)
+        on_origin = _httputil.same_origin(url, request.url)
+        response = transport.request(method, url, headers, request.timeout, on_origin)
         location = response.headers.get("Location")
         if not (
             request.follow_redirects and _httputil.is_redirect_status(response.status) and location
@@ -654,3 +671,38 @@ def _hash_prefix(verifier: Verifier, path: str, length: int) -> None:
                 remaining -= n
     except OSError as exc:
         raise disk_error(exc, path, "read") from exc
+
+
+def fetch_bytes(
+    request: FetchRequest, transport: Transport, limit: int = 64 * 1024 * 1024
+) -> bytes:
+    """GET ``request.url`` into memory (listings, small documents), with retries.
+
+    Raises
+    ------
+    DownloadError
+        As :func:`fetch` does for a refused request or a body over ``limit``.
+    """
+    policy = RetryPolicy(request.retries)
+    attempt = 0
+    while True:
+        response = _with_retries(request, lambda: open_url(request, transport, "GET", {}))
+        if response.status != 200:
+            raise _error_for(request, response)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.read(1024 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    response.close()
+                    raise DownloadError(f"{request.url} sent more than {limit} bytes")
+                chunks.append(chunk)
+        except ConnectionFault as fault:
+            attempt = _backoff(request, policy, attempt, fault, None)
+            continue
+        response.release()
+        return b"".join(chunks)

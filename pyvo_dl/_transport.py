@@ -70,6 +70,53 @@ def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
     return DownloadError(f"unexpected error while {action} {url}: {exc!r}")
 
 
+class _PartialReader:
+    """A response's socket file that hands over what arrived before a fault.
+
+    ``BufferedReader.readinto`` fills the whole buffer in one call; when the
+    connection times out or is reset part-way, the bytes already received
+    are in the buffer but their count is lost with the exception, so up to a
+    buffer (1 MiB) of progress would be thrown away at every fault, and a
+    server that stalls within the first megabyte would never be passed.
+    Here the buffer is filled by ``readinto1`` calls (one system call each,
+    straight into the caller's buffer: no extra copy) and a fault after some
+    bytes returns those bytes; the next call raises it.
+
+    Parameters
+    ----------
+    fp : io.BufferedReader
+        ``HTTPResponse.fp``; every other method is delegated to it.
+    """
+
+    def __init__(self, fp: Any) -> None:
+        self._fp = fp
+        self._fault: OSError | None = None
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` up to the end of the stream or the first fault."""
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            raise fault
+        view = memoryview(buffer)
+        size = view.nbytes
+        done = 0
+        while done < size:
+            try:
+                n = self._fp.readinto1(view[done:])
+            except OSError as exc:
+                if not done:
+                    raise
+                self._fault = exc
+                break
+            if not n:
+                break
+            done += n
+        return done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
 class StdlibResponse:
     """An answer read through http.client.
 
@@ -94,6 +141,8 @@ class StdlibResponse:
         release_to: Any,
     ) -> None:
         self._conn: http.client.HTTPConnection | None = conn
+        if raw.fp is not None:
+            raw.fp = _PartialReader(raw.fp)
         self._raw = raw
         self._release_to = release_to
         self.url = url
@@ -122,6 +171,10 @@ class StdlibResponse:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if not self._raw.isclosed() and self._raw.length == 0:
+            # HEAD, 204, Content-Length: 0: http.client finishes an empty body
+            # only when it is read, and until then the connection looks busy.
+            self._raw.read()
         if self._raw.isclosed() and not self._raw.will_close:
             self._release_to(conn)
         else:
@@ -218,7 +271,14 @@ class StdlibTransport:
 
     # -- requests -----------------------------------------------------------
 
-    def request(self, method: str, url: str, headers: Headers, timeout: float) -> StdlibResponse:
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        timeout: float,
+        same_origin: bool = True,
+    ) -> StdlibResponse:
         """Send one request and return its response (headers read, body not).
 
         Parameters
@@ -231,6 +291,9 @@ class StdlibTransport:
             Request headers (``Host`` is added by http.client).
         timeout : float
             Seconds without progress allowed for connecting and each read.
+        same_origin : bool
+            Whether ``url`` has the origin of the download's first URL.
+            Unused here: this transport adds no credentials of its own.
 
         Raises
         ------
@@ -255,7 +318,10 @@ class StdlibTransport:
 
         conn = self._take_idle(key)
         if conn is not None:
+            # The socket keeps the timeout it was opened with; this call's applies.
             conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
             try:
                 return self._exchange(conn, key, method, target, send_headers, url, reused=True)
             except _StaleConnection:
@@ -384,6 +450,29 @@ class SessionResponse:
         self._resp.close()
 
 
+class _OnlyTheseCredentials:
+    """A requests auth hook that leaves only the given credentials on a request.
+
+    requests adds ``session.auth`` and ``session.headers`` to every request,
+    to any host; after a redirect to another origin that would hand the
+    first origin's credentials to the second. Applied last by requests, this
+    replaces ``Authorization`` and ``Cookie`` with those the engine chose
+    for the new host (a ``.netrc`` entry), or none.
+    """
+
+    _NAMES = ("Authorization", "Cookie")
+
+    def __init__(self, headers: Headers) -> None:
+        names = {name.lower() for name in self._NAMES}
+        self._given = {k: v for k, v in headers.items() if k.lower() in names}
+
+    def __call__(self, prepared: Any) -> Any:
+        for name in self._NAMES:
+            prepared.headers.pop(name, None)  # a CaseInsensitiveDict
+        prepared.headers.update(self._given)
+        return prepared
+
+
 class SessionTransport:
     """Send requests through a ``requests.Session``-like object.
 
@@ -402,24 +491,47 @@ class SessionTransport:
         self._auth = auth
         self._redirect_kw = True
 
-    def request(self, method: str, url: str, headers: Headers, timeout: float) -> SessionResponse:
-        """Send one request through the session; see :meth:`StdlibTransport.request`."""
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        timeout: float,
+        same_origin: bool = True,
+    ) -> SessionResponse:
+        """Send one request through the session; see :meth:`StdlibTransport.request`.
+
+        With ``same_origin=False`` (a redirect left the origin) the session's
+        own credentials (``session.auth``, an ``Authorization`` or ``Cookie``
+        in ``session.headers``, its cookies) and the ``auth`` object stay
+        behind (SPEC §3.4): only those in ``headers`` go out.
+        """
         kwargs: dict[str, Any] = {"headers": dict(headers), "stream": True, "timeout": timeout}
-        if self._auth is not None:
+        if not same_origin:
+            kwargs["auth"] = _OnlyTheseCredentials(headers)
+        elif self._auth is not None:
             kwargs["auth"] = self._auth
         try:
-            if self._redirect_kw:
-                try:
-                    # Redirects are followed by the engine, under its policy.
-                    resp = self._session.request(method, url, allow_redirects=False, **kwargs)
-                except TypeError:
-                    self._redirect_kw = False
-                    resp = self._session.request(method, url, **kwargs)
-            else:
-                resp = self._session.request(method, url, **kwargs)
+            try:
+                resp = self._send(method, url, kwargs)
+            except TypeError:
+                if not isinstance(kwargs.get("auth"), _OnlyTheseCredentials):
+                    raise
+                # A minimal session without auth=: it has no session auth to strip.
+                del kwargs["auth"]
+                resp = self._send(method, url, kwargs)
         except Exception as exc:
             raise _translate_session(exc, url, "requesting") from exc
         return SessionResponse(resp, url)
+
+    def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if self._redirect_kw:
+            try:
+                # Redirects are followed by the engine, under its policy.
+                return self._session.request(method, url, allow_redirects=False, **kwargs)
+            except TypeError:
+                self._redirect_kw = False
+        return self._session.request(method, url, **kwargs)
 
     def close(self) -> None:
         """Nothing to close: the session belongs to the caller."""
