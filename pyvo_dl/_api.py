@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable, Mapping, Union
 
-    from ._engine import FetchRequest
+    from ._exchange import FetchRequest
     from ._transport import Transport
 
     PathLike = Union[str, "os.PathLike[str]"]
@@ -36,7 +36,7 @@ def _version_agent() -> str:
 def _check_common(timeout: Any, retries: Any, connections: Any) -> float:
     """Validate the shared keyword arguments; return the timeout in seconds."""
     if timeout is None:
-        from ._engine import DEFAULT_TIMEOUT
+        from ._exchange import DEFAULT_TIMEOUT
 
         timeout = DEFAULT_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -136,12 +136,12 @@ def _check_headers(headers: Any) -> dict[str, str]:
 
 def _name_for_url(url: str, request: FetchRequest, transport: Transport) -> str:
     """The file name for a URL (SPEC §2.1): path, query value, Content-Disposition."""
-    from . import _engine, _names
+    from . import _exchange, _names
 
     name = _names.filename_from_url(url)
     if name and "." in name:
         return name
-    info = _engine.probe(request, transport)
+    info = _exchange.probe(request, transport)
     disposition = info.headers.get("Content-Disposition")
     from_server = _names.filename_from_content_disposition(disposition) if disposition else None
     if from_server:
@@ -215,7 +215,10 @@ def http_download(
         True (default): a bar on a terminal, one line elsewhere; False:
         silent; a callable is called with ``(bytes_done, total_or_None)``.
     connections : int, optional
-        Parallel ranged connections for one large file (default: 1).
+        Parallel ranged connections for one large file (default: 1, as
+        archive servers are shared). A file of at least two parts (4 MiB
+        each) from a server that serves ranges is split into ``connections``
+        equal ranges, fetched at once and resumed range by range.
     ssl_context : ssl.SSLContext, optional
         TLS settings (a private CA, for example); verified by default.
 
@@ -235,7 +238,7 @@ def http_download(
     pyvo_dl.DownloadError
         For any other failure (network down after retries, disk full).
     """
-    from . import _engine, _httputil
+    from . import _engine, _exchange, _httputil
 
     if not isinstance(url, str):
         raise ValueError(f"url must be a string, not {url!r}")
@@ -243,7 +246,7 @@ def http_download(
     seconds = _check_common(timeout, retries, connections)
     transport, basic = _http_transport(session, auth, ssl_context)
     path = _local_path(local_filepath)
-    request = _engine.FetchRequest(
+    request = _exchange.FetchRequest(
         url=url,
         target=path or "",
         cache=bool(cache),
@@ -255,6 +258,7 @@ def http_download(
         progress=progress,
         verbose=bool(verbose),
         auth=tuple(basic) if basic else None,
+        connections=connections,
         user_agent=_version_agent(),
     )
     if path is None:
@@ -406,8 +410,11 @@ def aws_download(
         ``AWS_DEFAULT_REGION`` or the profile, else discovered.
     requester_pays : bool, optional
         Accept the charges of a requester-pays bucket.
-    resume, retries, checksum, progress, connections
+    resume, retries, checksum, progress
         As for `http_download`.
+    connections : int, optional
+        Parallel ranged GETs for one large object (default: 8 for objects
+        of at least 8 MiB; smaller ones use one).
     recursive : bool, optional
         Treat the key as a prefix (``s3://bucket/prefix/``): list it and
         download every object under it into ``local_filepath`` (a folder,
@@ -507,7 +514,7 @@ def _s3_prefix_items(
     key that would land outside it (``..``, absolute) becomes an item whose
     local path is the ``ValueError`` saying so.
     """
-    from . import _names, _s3
+    from . import _exchange, _names, _s3
 
     prefix = target.key
     if prefix and not prefix.endswith("/"):
@@ -522,16 +529,11 @@ def _s3_prefix_items(
         except ValueError as exc:
             local = exc
         items.append((f"s3://{target.bucket}/{key}", local))
-    _engine_report(options, f"Listed {len(items)} objects under s3://{target.bucket}/{prefix}")
+    _exchange.say(
+        bool(options.get("verbose")),
+        f"Listed {len(items)} objects under s3://{target.bucket}/{prefix}",
+    )
     return items
-
-
-def _engine_report(options: dict[str, Any], message: str) -> None:
-    from . import _engine
-
-    _engine.logger.info(message)
-    if options.get("verbose"):
-        print(message, flush=True)
 
 
 def _raise_for_failures(source: str, results: list[Any]) -> None:

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import os
 
-from . import _engine, _integrity, _s3url, _signing
+from . import _engine, _exchange, _integrity, _s3url, _signing
 from ._errors import S3Error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Mapping
 
-    from ._engine import FetchRequest
+    from ._exchange import FetchRequest
     from ._integrity import Checksum
     from ._transport import Response, Transport
 
 _GLOBAL_REGION = "us-east-1"
+#: Parallel ranged GETs for a large object by default. One S3 connection
+#: delivers a few tens of MB/s; boto3 uses 10. Objects under two parts
+#: (``_parallel.MIN_PART_SIZE``) are fetched on one connection.
+DEFAULT_CONNECTIONS = 8
 #: Keys per ListObjectsV2 page; None lets the server choose (S3: 1000).
 LIST_PAGE_SIZE: int | None = None
 
@@ -106,10 +110,13 @@ def build_request(
     target: S3Target, access: Access, local_path: str, options: dict[str, Any]
 ) -> FetchRequest:
     """The engine request for one object under one access mode."""
+    options = dict(options)
+    if options.get("connections") is None:
+        options["connections"] = DEFAULT_CONNECTIONS
     headers = {"x-amz-checksum-mode": "ENABLED"}
     if target.requester_pays:
         headers["x-amz-request-payer"] = "requester"
-    return _engine.FetchRequest(
+    return _exchange.FetchRequest(
         url=target.url(),
         target=local_path,
         label=target.key,
@@ -165,8 +172,8 @@ def fetch_object(
 ) -> str:
     """Download one object: region switch once, signed fallback once (pyvo's)."""
     request = build_request(target, access, local_path, options)
-    _engine.report(request, f"bucket: {target.bucket}, key: {target.key}")
-    _engine.report(request, access.description)
+    _exchange.report(request, f"bucket: {target.bucket}, key: {target.key}")
+    _exchange.report(request, access.description)
     switched_region = fell_back = False
     while True:
         try:
@@ -175,7 +182,7 @@ def fetch_object(
             region = None if switched_region else _wrong_region(error, target)
             if region is not None:
                 switched_region = True
-                _engine.report(
+                _exchange.report(
                     request, f"Bucket {target.bucket} is in region {region}; retrying there"
                 )
                 target.endpoint = target.endpoint.with_region(region)
@@ -183,7 +190,7 @@ def fetch_object(
             elif not fell_back and _may_fall_back(error, access, target):
                 fell_back = True
                 access = _system_access(target.region or _GLOBAL_REGION)
-                _engine.report(
+                _exchange.report(
                     request, "Anonymous access refused; retrying with system credentials"
                 )
             else:
@@ -248,7 +255,7 @@ def list_prefix(
         request.headers.pop("x-amz-checksum-mode", None)
         request.error_factory = _error_factory(S3Target(target.bucket, "", target.endpoint, False))
         try:
-            body = _engine.fetch_bytes(request, transport)
+            body = _exchange.fetch_bytes(request, transport)
         except S3Error as error:
             region = None if switched else _wrong_region(error, target)
             if region is None:

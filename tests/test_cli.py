@@ -537,17 +537,13 @@ def test_jobs(http_server: FaultServer, in_tmp: Path, jobs: str, connections: in
     assert http_server.connection_count == connections
 
 
-@pytest.mark.xfail(
-    reason="issue 4 item 1: http_download accepts connections= but does not use it yet",
-    strict=True,
-)
 def test_connections_fetches_ranges_in_parallel(http_server: FaultServer, in_tmp: Path) -> None:
-    data = DATA * 800  # 8 MiB
+    data = DATA * 1700  # about 17 MB: four ranges of more than 4 MiB
     url = http_server.add_file(PATH, data)
     assert main(["-q", "--connections", "4", url]) == 0
     assert (in_tmp / "image.fits").read_bytes() == data
     ranged = [r for r in http_server.requests_for(PATH, "GET") if "range" in r.headers]
-    assert len(ranged) >= 2
+    assert len(ranged) == 4
 
 
 # --------------------------------------------------------------------- S3 ---

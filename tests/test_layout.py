@@ -43,14 +43,16 @@ ROWS = {
     "_auth": 2,
     "_progress": 2,
     "_signing": 2,
-    "_engine": 3,
-    "_s3": 4,
-    "_many": 4,
-    "_api": 5,
-    "_cli": 6,
-    "_demo": 6,
-    "__main__": 7,
-    "__init__": 7,
+    "_exchange": 3,
+    "_parallel": 4,
+    "_engine": 5,
+    "_s3": 6,
+    "_many": 6,
+    "_api": 7,
+    "_cli": 8,
+    "_demo": 8,
+    "__main__": 9,
+    "__init__": 9,
 }
 
 
@@ -178,7 +180,7 @@ def test_exception_hierarchy() -> None:
     assert issubclass(pyvo_dl.IntegrityError, pyvo_dl.DownloadError)
     assert issubclass(pyvo_dl.MissingDependencyError, ImportError)
     assert issubclass(pyvo_dl.DownloadWarning, UserWarning)
-    assert "pip install \"pyvo-dl[s3]\"" in str(EXCEPTIONS[-1])
+    assert 'pip install "pyvo-dl[s3]"' in str(EXCEPTIONS[-1])
     assert str(EXCEPTIONS[1]) == "disk full"
     assert EXCEPTIONS[1].errno == 28
 

@@ -1,0 +1,422 @@
+"""One request and its answer: headers, redirects, retries, probes, commit.
+
+The request-level machinery that the single-stream download (``_engine``)
+and the parallel ranged download (``_parallel``) share: the
+:class:`FetchRequest` value, headers and credentials per origin, redirects
+under SPEC §3.4, retries with backoff (§3.3), the HEAD / ``Range: bytes=0-0``
+probe, and the final size and checksum check before ``os.replace`` (§3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+from . import _auth, _httputil, _integrity, _progress
+from ._errors import DownloadError, HTTPStatusError, IntegrityError
+from ._partfile import PartFile, disk_error
+from ._retry import DEFAULT_RETRIES, RetryPolicy
+from ._transport import ConnectionFault
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Mapping
+
+    from ._integrity import Checksum, Verifier
+    from ._transport import Response, Transport
+
+    Signer = Callable[[str, str, Dict[str, str]], Dict[str, str]]
+    ErrorFactory = Callable[["Response", str, bytes], DownloadError]
+
+#: One read/write/hash buffer per thread, reused for every file.
+BUFFER_SIZE = 1024 * 1024
+DEFAULT_TIMEOUT = 60.0
+
+_PACKAGE = __name__.rpartition(".")[0] or __name__
+logger = logging.getLogger(_PACKAGE)
+
+_buffers = threading.local()
+
+
+def buffer() -> memoryview:
+    view = getattr(_buffers, "view", None)
+    if view is None:
+        view = memoryview(bytearray(BUFFER_SIZE))
+        _buffers.view = view
+    return view
+
+
+@dataclass
+class FetchRequest:
+    """Everything the engine needs to download one object to one file.
+
+    Attributes
+    ----------
+    url : str
+        The first URL to request.
+    target : str
+        The local path of the finished file.
+    label : str
+        What progress lines call the source (the URL, or the S3 key).
+    identity : str
+        What a ``.part`` must have been made from to be resumed (the URL or
+        ``s3://bucket/key``); defaults to ``url``.
+    """
+
+    url: str
+    target: str
+    label: str = ""
+    identity: str = ""
+    cache: bool = False
+    resume: bool = True
+    retries: int = DEFAULT_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    headers: dict[str, str] = field(default_factory=dict)
+    checksums: list[Checksum] = field(default_factory=list)
+    progress: Any = True
+    verbose: bool = False
+    auth: tuple[str, str] | None = None
+    use_netrc: bool = True
+    #: Adds signing headers to a request: ``signer(method, url, headers)``.
+    signer: Signer | None = None
+    #: Builds the error for a refused request: ``(response, url, body)``.
+    error_factory: ErrorFactory | None = None
+    #: Checksums the server announces in its headers (S3's ETag, x-amz-checksum-*).
+    server_checksums: Callable[[Mapping[str, str]], list[Checksum]] | None = None
+    #: ``"if-range"`` (HTTP) or ``"if-match"`` (S3, SPEC §2.2) on ranged requests.
+    conditional: str = "if-range"
+    #: S3 answers a wrong region with a redirect that the S3 layer handles itself.
+    follow_redirects: bool = True
+    #: Parallel ranged connections for one large object (None: the default, 1).
+    connections: int | None = None
+    user_agent: str = "pyvo-dl"
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.url
+        self.identity = self.identity or self.url
+
+
+class ObjectInfo:
+    """What a HEAD (or ``Range: bytes=0-0``) probe learnt about the object."""
+
+    def __init__(self, size: int | None, headers: Mapping[str, str], url: str) -> None:
+        self.size = size
+        self.headers = headers
+        self.url = url
+
+
+def report(request: FetchRequest, message: str) -> None:
+    """Log a decision, and print it too when the caller asked for ``verbose``."""
+    say(request.verbose, message)
+
+
+def say(verbose: bool, message: str) -> None:
+    """Log ``message`` on the package logger; print it too under ``verbose``."""
+    logger.info(message)
+    if verbose:
+        print(message, flush=True)
+
+
+# -- requests and redirects ------------------------------------------------------
+
+
+def _request_headers(
+    request: FetchRequest, method: str, url: str, extra: Mapping[str, str]
+) -> dict[str, str]:
+    on_origin = _httputil.same_origin(url, request.url)
+    headers = {"User-Agent": request.user_agent}
+    _merge_headers(headers, _httputil.headers_for_redirect(request.headers, on_origin))
+    # Never the caller's: identity keeps sizes and ranges in bytes on disk
+    # (SPEC §3.6), and Range/If-Range are the resume's.
+    _merge_headers(headers, {"Accept-Encoding": "identity", **extra})
+    if not any(k.lower() == "authorization" for k in headers):
+        credentials = request.auth if on_origin else None
+        if credentials is None and request.use_netrc:
+            credentials = _auth.netrc_credentials(urllib.parse.urlsplit(url).hostname or "")
+        if credentials is not None:
+            headers["Authorization"] = _auth.basic_auth_header(*credentials)
+    if request.signer is not None and on_origin:
+        headers.update(request.signer(method, url, headers))
+    return headers
+
+
+def _merge_headers(headers: dict[str, str], new: Mapping[str, str]) -> None:
+    """``headers.update(new)``, names compared case-insensitively as HTTP does.
+
+    A caller's ``user-agent`` replaces ours instead of going out beside it
+    (two User-Agent or Range lines are malformed requests).
+    """
+    for name, value in new.items():
+        for old in [k for k in headers if k.lower() == name.lower()]:
+            del headers[old]
+        headers[name] = value
+
+
+def drain(response: Response) -> None:
+    try:
+        response.read()
+    except DownloadError:
+        return
+    response.release()
+
+
+def open_url(
+    request: FetchRequest, transport: Transport, method: str, extra: Mapping[str, str]
+) -> Response:
+    """Send ``method`` for ``request.url``, following redirects (SPEC §3.4).
+
+    Returns the first answer that is not a redirect. At most
+    :data:`~pyvo_dl._httputil.MAX_REDIRECTS` are followed, only to http(s);
+    credentials and signing headers stay with the original origin.
+    """
+    url = request.url
+    for _ in range(_httputil.MAX_REDIRECTS + 1):
+        headers = _request_headers(request, method, url, extra)
+        on_origin = _httputil.same_origin(url, request.url)
+        response = transport.request(method, url, headers, request.timeout, on_origin)
+        location = response.headers.get("Location")
+        if not (
+            request.follow_redirects and _httputil.is_redirect_status(response.status) and location
+        ):
+            return response
+        drain(response)
+        try:
+            url = _httputil.resolve_redirect(url, location)
+        except ValueError as exc:
+            raise DownloadError(
+                f"{request.url} redirected to {location!r}, which is not followed: {exc}"
+            ) from exc
+        logger.debug("redirected to %s", url)
+    raise DownloadError(
+        f"too many redirects (more than {_httputil.MAX_REDIRECTS}) for {request.url}; "
+        f"the last was to {url}"
+    )
+
+
+def error_for(request: FetchRequest, response: Response) -> DownloadError:
+    try:
+        body = response.read() if response.status != 204 else b""
+    except DownloadError:
+        body = b""
+    response.close()
+    if request.error_factory is not None:
+        return request.error_factory(response, response.url, body)
+    return http_status_error(response, response.url)
+
+
+def http_status_error(response: Response, url: str) -> HTTPStatusError:
+    """The :class:`HTTPStatusError` for a refused plain HTTP request, with a hint."""
+    hints = {
+        401: "the server wants credentials: pass auth=(user, password), "
+        "a logged-in session=, or add the host to ~/.netrc",
+        403: "the server refused access: check the URL, or log in (auth=, session=)",
+        404: "check the URL",
+        410: "the file was removed from the server",
+    }
+    return HTTPStatusError(response.status, url, response.reason, hints.get(response.status, ""))
+
+
+# -- probing (cache check) ---------------------------------------------------------
+
+
+def probe(request: FetchRequest, transport: Transport) -> ObjectInfo:
+    """Learn the object's size without transferring its body.
+
+    HEAD first; where HEAD is refused (405, 501, or a 403 from URLs signed
+    for GET only), ``GET`` with ``Range: bytes=0-0``, closing the connection
+    if the server ignores the range.
+    """
+    response = with_retries(request, lambda: open_url(request, transport, "HEAD", {}))
+    if response.status < 300:
+        response.release()
+        return ObjectInfo(length_of(response), response.headers, response.url)
+    if response.status not in (403, 405, 501):
+        raise error_for(request, response)
+    response.close()
+    response = with_retries(
+        request,
+        lambda: open_url(request, transport, "GET", {"Range": _httputil.format_range(0, 0)}),
+    )
+    if response.status == 206:
+        size = content_range(response).total
+        drain(response)
+        return ObjectInfo(size, response.headers, response.url)
+    if response.status == 200:
+        response.close()  # the server ignored the range: do not read the body
+        return ObjectInfo(length_of(response), response.headers, response.url)
+    raise error_for(request, response)
+
+
+def length_of(response: Response) -> int | None:
+    return _httputil.parse_content_length(response.headers.get("Content-Length"))
+
+
+def content_range(response: Response) -> _httputil.ContentRange:
+    try:
+        return _httputil.parse_content_range(response.headers.get("Content-Range", ""))
+    except ValueError:
+        return _httputil.ContentRange(None, None, None)
+
+
+def with_retries(request: FetchRequest, send: Callable[[], Response]) -> Response:
+    """Call ``send`` until it returns an answer that is not a transient failure."""
+    policy = RetryPolicy(request.retries)
+    attempt = 0
+    while True:
+        try:
+            response = send()
+        except ConnectionFault as fault:
+            attempt = backoff(request, policy, attempt, fault, None)
+            continue
+        if not _httputil.is_transient_status(response.status):
+            return response
+        fault = status_fault(response)
+        retry_after = retry_after_of(response)
+        if policy.exhausted(attempt + 1):
+            return response
+        drain(response)
+        attempt = backoff(request, policy, attempt, fault, retry_after)
+
+
+def status_fault(response: Response) -> ConnectionFault:
+    return ConnectionFault(f"HTTP {response.status} {response.reason} for {response.url}")
+
+
+def retry_after_of(response: Response) -> float | None:
+    return _httputil.parse_retry_after(response.headers.get("Retry-After"), time.time())
+
+
+def backoff(
+    request: FetchRequest,
+    policy: RetryPolicy,
+    attempt: int,
+    fault: DownloadError,
+    retry_after: float | None,
+) -> int:
+    """Sleep before the next attempt, or raise ``fault`` when none is left."""
+    attempt += 1
+    if policy.exhausted(attempt):
+        raise DownloadError(
+            f"giving up on {request.label} after {attempt} attempts: {fault}"
+        ) from fault
+    delay = policy.delay(attempt - 1, request.rng, retry_after)
+    report(request, f"Retrying {request.label} in {delay:.1f} s ({fault})")
+    request.sleep(delay)
+    return attempt
+
+
+# -- the download ------------------------------------------------------------------
+
+
+class TransientStatus(Exception):
+    def __init__(self, fault: ConnectionFault, retry_after: float | None) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
+        self.retry_after = retry_after
+
+
+def write_all(f: Any, chunk: memoryview, path: str) -> None:
+    try:
+        written = f.write(chunk)
+        while written < len(chunk):
+            written += f.write(chunk[written:])
+    except OSError as exc:
+        raise disk_error(exc, path, "write") from exc
+
+
+def hash_prefix(verifier: Verifier, path: str, length: int) -> None:
+    """Feed the first ``length`` bytes of ``path`` to ``verifier``."""
+    view = buffer()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            remaining = length
+            while remaining:
+                n = f.readinto(view[: min(remaining, len(view))])
+                if not n:
+                    break
+                verifier.update(view[:n])
+                remaining -= n
+    except OSError as exc:
+        raise disk_error(exc, path, "read") from exc
+
+
+def fetch_bytes(
+    request: FetchRequest, transport: Transport, limit: int = 64 * 1024 * 1024
+) -> bytes:
+    """GET ``request.url`` into memory (listings, small documents), with retries.
+
+    Raises
+    ------
+    DownloadError
+        As :func:`fetch` does for a refused request or a body over ``limit``.
+    """
+    policy = RetryPolicy(request.retries)
+    attempt = 0
+    while True:
+        response = with_retries(request, lambda: open_url(request, transport, "GET", {}))
+        if response.status != 200:
+            raise error_for(request, response)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.read(1024 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    response.close()
+                    raise DownloadError(f"{request.url} sent more than {limit} bytes")
+                chunks.append(chunk)
+        except ConnectionFault as fault:
+            attempt = backoff(request, policy, attempt, fault, None)
+            continue
+        response.release()
+        return b"".join(chunks)
+
+
+def make_sink(request: FetchRequest) -> Any:
+    """The progress sink for one file of ``request`` (SPEC §4)."""
+    return _progress.make_sink(request.progress, request.label, request.target)
+
+
+def announced_checksums(request: FetchRequest, state: Mapping[str, Any]) -> list[Checksum]:
+    """The caller's checksum plus those the server announced (kept in ``state``)."""
+    announced = [_integrity.Checksum(a, h) for a, h in state.get("checksums", [])]
+    return list(request.checksums) + announced
+
+
+def verify_and_commit(
+    request: FetchRequest, part: PartFile, state: Mapping[str, Any], verifier: Verifier | None
+) -> None:
+    """Check the ``.part``'s size and checksums, then move it onto the target.
+
+    ``verifier`` holds digests already taken while streaming; without one
+    the file is read back. On a mismatch the ``.part`` is removed and
+    :class:`IntegrityError` raised: nothing is left at the target.
+    """
+    size = part.size()
+    expected = state.get("size")
+    if expected is not None and size != expected:
+        part.discard()
+        raise IntegrityError(request.label, request.target, "size", str(expected), str(size))
+    checksums = announced_checksums(request, state)
+    if checksums:
+        if verifier is None:
+            verifier = _integrity.Verifier(checksums)
+            hash_prefix(verifier, part.path, size)
+        mismatches = verifier.mismatches()
+        if mismatches:
+            part.discard()
+            checksum, actual = mismatches[0]
+            raise IntegrityError(
+                request.label, request.target, checksum.algorithm, checksum.expected, actual
+            )
+    part.commit()
+    logger.info("downloaded %s to %s (%d bytes)", request.label, request.target, size)
