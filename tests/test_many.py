@@ -28,9 +28,7 @@ def test_download_dispatches_on_scheme(http_server: FaultServer, in_tmp: Path) -
     http_server.add_file("/d/a.fits", b"http bytes")
     http_server.add_file("/bkt/k/b.fits", b"s3 bytes")
     assert pyvo_dl.download(http_server.url("/d/a.fits"), progress=False) == "a.fits"
-    path = pyvo_dl.download(
-        "s3://bkt/k/b.fits", endpoint_url=http_server.base_url, progress=False
-    )
+    path = pyvo_dl.download("s3://bkt/k/b.fits", endpoint_url=http_server.base_url, progress=False)
     assert (in_tmp / path).read_bytes() == b"s3 bytes"
     with pytest.raises(ValueError, match="ftp://"):
         pyvo_dl.download("ftp://host/file")
@@ -185,9 +183,7 @@ def test_recursive_download_many_relative_dest(
     assert {k[6:]: v for k, v in files.items() if k.startswith("copy2/")} == expected
 
 
-def test_recursive_refuses_keys_that_escape(
-    http_server: FaultServer, tmp_path: Path
-) -> None:
+def test_recursive_refuses_keys_that_escape(http_server: FaultServer, tmp_path: Path) -> None:
     listing = (
         b"<?xml version='1.0' encoding='UTF-8'?>"
         b"<ListBucketResult xmlns='http://s3.amazonaws.com/doc/2006-03-01/'>"

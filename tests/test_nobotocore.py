@@ -26,7 +26,7 @@ _BLOCKED = ("botocore", "boto3", "s3transfer")
 
 class _Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: object, target: object = None) -> None:
-        if name.split(".")[0] in _BLOCKED:
+        if name.split(".", maxsplit=1)[0] in _BLOCKED:
             raise ImportError(f"{name} is hidden by the test")
 
 

@@ -147,7 +147,12 @@ def test_pyvo_case_missing_key(s3_endpoint: str, in_tmp: Path) -> None:
     assert not (in_tmp / "absent.txt").exists()
     assert list(in_tmp.iterdir()) == []
     clone = pickle.loads(pickle.dumps(error))
-    assert (clone.code, clone.status, clone.bucket, clone.key) == ("NoSuchKey", 404, BUCKET, "absent.txt")
+    assert (clone.code, clone.status, clone.bucket, clone.key) == (
+        "NoSuchKey",
+        404,
+        BUCKET,
+        "absent.txt",
+    )
 
 
 def test_pyvo_case_missing_bucket(s3_endpoint: str, in_tmp: Path) -> None:
