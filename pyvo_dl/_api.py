@@ -84,17 +84,33 @@ def _stdlib_transport(ssl_context: Any) -> Transport:
     key = (id(ssl_context), tuple(sorted(proxies.items())))
     entry = _transports.get(key)
     if entry is None or entry[0] is not ssl_context:
+        if not _transports:
+            import atexit
+
+            # Idle keep-alive sockets are closed at exit, not left to the GC.
+            atexit.register(_close_transports)
         if len(_transports) >= _MAX_TRANSPORTS:
-            _, (_, oldest) = _transports.popitem()
-            oldest.close()
+            # Forget the oldest pool (dicts keep insertion order); a thread
+            # still using it keeps it alive, and its sockets close with it.
+            del _transports[next(iter(_transports))]
         entry = (ssl_context, StdlibTransport(ssl_context=ssl_context, proxies=proxies))
         _transports[key] = entry
     return entry[1]
 
 
+def _close_transports() -> None:
+    for _, transport in list(_transports.values()):
+        transport.close()
+
+
 def _http_transport(session: Any, auth: Any, ssl_context: Any) -> tuple[Transport, Any]:
     """The transport to use and the ``(user, password)`` the engine should send."""
     basic = auth if _is_user_password(auth) else None
+    if session is not None and ssl_context is not None:
+        raise ValueError(
+            "ssl_context= configures the built-in transport; with session=, set TLS on the "
+            "session instead (session.verify = '/path/to/ca.pem')"
+        )
     if session is not None:
         from ._transport import SessionTransport
 
@@ -131,7 +147,20 @@ def _check_headers(headers: Any) -> dict[str, str]:
             raise ValueError(f"headers must map str to str; bad entry {name!r}: {value!r}")
         if any(c in name + value for c in "\r\n\0"):
             raise ValueError(f"header {name!r} contains a line break or NUL")
+        harmless = name.lower() == "accept-encoding" and value.strip().lower() == "identity"
+        if name.lower() in _OWNED_HEADERS and not harmless:
+            raise ValueError(
+                f"header {name!r} is set by pyvo_dl itself (ranges, resume and "
+                "Accept-Encoding: identity keep sizes exact); leave it out of headers="
+            )
     return items
+
+
+#: Headers the download machinery owns; a caller's would break resume or sizes.
+_OWNED_HEADERS = frozenset(
+    {"range", "if-range", "if-match", "accept-encoding", "host", "content-length",
+     "transfer-encoding", "connection"}
+)  # fmt: skip
 
 
 def _name_for_url(url: str, request: FetchRequest, transport: Transport) -> str:

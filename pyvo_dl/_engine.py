@@ -278,7 +278,12 @@ class _Download:
                     attempt = _exchange.backoff(self.request, self.policy, attempt, fault, None)
                 except _exchange.TransientStatus as status:
                     attempt = _exchange.backoff(
-                        self.request, self.policy, attempt, status.fault, status.retry_after
+                        self.request,
+                        self.policy,
+                        attempt,
+                        status.fault,
+                        status.retry_after,
+                        status.error,
                     )
             if not self.committed:
                 self._verify_and_commit()
@@ -325,12 +330,7 @@ class _Download:
             _exchange.drain(response)
             raise _Restart("the object changed on the server")
         if _httputil.is_transient_status(status):
-            fault, retry_after = (
-                _exchange.status_fault(response),
-                _exchange.retry_after_of(response),
-            )
-            _exchange.drain(response)
-            raise _exchange.TransientStatus(fault, retry_after)
+            raise _exchange.transient_status(self.request, response)
         if status not in (200, 206):
             error = _exchange.error_for(self.request, response)
             if status in (404, 410):

@@ -120,6 +120,7 @@ def say(verbose: bool, message: str) -> None:
     """Log ``message`` on the package logger; print it too under ``verbose``."""
     logger.info(message)
     if verbose:
+        _progress.clear_line()
         print(message, flush=True)
 
 
@@ -298,15 +299,23 @@ def backoff(
     attempt: int,
     fault: DownloadError,
     retry_after: float | None,
+    final: DownloadError | None = None,
 ) -> int:
-    """Sleep before the next attempt, or raise ``fault`` when none is left."""
+    """Sleep before the next attempt; when none is left, raise ``final`` (or ``fault``).
+
+    ``final`` is the error the server's last answer stands for (an
+    ``HTTPStatusError`` for a 503 that never went away), so that the caller
+    sees the status and not only that retries ran out.
+    """
     attempt += 1
     if policy.exhausted(attempt):
-        raise DownloadError(
-            f"giving up on {request.label} after {attempt} attempts: {fault}"
-        ) from fault
+        if final is not None:
+            if isinstance(final, HTTPStatusError) and not final.hint:
+                final.add_hint(f"still failing after {attempt} attempts; try again later")
+            raise final from fault
+        raise DownloadError(f"gave up after {attempt} attempts: {fault}") from fault
     delay = policy.delay(attempt - 1, request.rng, retry_after)
-    report(request, f"Retrying {request.label} in {delay:.1f} s ({fault})")
+    report(request, f"Retry {attempt} of {policy.retries} in {delay:.1f} s: {fault}")
     request.sleep(delay)
     return attempt
 
@@ -315,10 +324,21 @@ def backoff(
 
 
 class TransientStatus(Exception):
-    def __init__(self, fault: ConnectionFault, retry_after: float | None) -> None:
+    """A transient status (SPEC §3.3) to retry, with the error it ends as if it persists."""
+
+    def __init__(
+        self, fault: ConnectionFault, retry_after: float | None, error: DownloadError
+    ) -> None:
         super().__init__(str(fault))
         self.fault = fault
         self.retry_after = retry_after
+        self.error = error
+
+
+def transient_status(request: FetchRequest, response: Response) -> TransientStatus:
+    """Turn a 408/429/5xx answer into :class:`TransientStatus`, consuming it."""
+    fault, retry_after = status_fault(response), retry_after_of(response)
+    return TransientStatus(fault, retry_after, error_for(request, response))
 
 
 def write_all(f: Any, chunk: memoryview, path: str) -> None:

@@ -194,7 +194,7 @@ class ParallelDownload:
                 attempt = _exchange.backoff(self.request, policy, attempt, fault, None)
             except _exchange.TransientStatus as status:
                 attempt = _exchange.backoff(
-                    self.request, policy, attempt, status.fault, status.retry_after
+                    self.request, policy, attempt, status.fault, status.retry_after, status.error
                 )
 
     def _range_headers(self, part: list[int]) -> dict[str, str]:
@@ -212,12 +212,7 @@ class ParallelDownload:
             response = _exchange.open_url(self.request, self.transport, "GET", headers)
         status = response.status
         if _httputil.is_transient_status(status):
-            fault, retry_after = (
-                _exchange.status_fault(response),
-                _exchange.retry_after_of(response),
-            )
-            _exchange.drain(response)
-            raise _exchange.TransientStatus(fault, retry_after)
+            raise _exchange.transient_status(self.request, response)
         if status in (200, 412, 416):
             response.close()
             raise ObjectChanged(f"HTTP {status} for a range of {self.request.label}")

@@ -183,10 +183,13 @@ class TargetLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free (or stale); return whether it was taken."""
+        # A stale lock (its process is gone) is broken and taken at once.
+        return self._create() or (self._break_if_stale() and self._create())
+
+    def _create(self) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            self._break_if_stale()
             return False
         except OSError as exc:
             raise disk_error(exc, self.path, "create the lock file") from exc
@@ -245,10 +248,11 @@ class TargetLock:
             return not (isinstance(pid, int) and _pid_alive(pid))
         return age > LOCK_STALE_AFTER
 
-    def _break_if_stale(self) -> None:
+    def _break_if_stale(self) -> bool:
+        """Remove the lock if its holder is gone; whether it was removed."""
         data = self._read()
         if not self._is_stale(data):
-            return
+            return False
         # Rename, not unlink: of several processes breaking the same stale
         # lock only one rename succeeds; if what we moved aside turns out to
         # be a fresh lock (taken in between), put it back.
@@ -256,16 +260,18 @@ class TargetLock:
         try:
             os.rename(self.path, aside)
         except OSError:
-            return
+            return False
         moved = _read_json(aside)
         stale_token = None if data is None else data.get("token")
         moved_token = None if moved is None else moved.get("token")
-        if moved_token != stale_token:
+        broken = moved_token == stale_token
+        if not broken:
             try:
                 os.link(aside, self.path)
             except OSError:
                 pass
         _remove(aside)
+        return broken
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

@@ -457,8 +457,36 @@ def _columns(width_fn: Callable[[], Any] | None) -> int:
     return max(columns - 1, 1)
 
 
+# The sink whose line is open on the screen (a LineSink between its start
+# and finish, a bar being redrawn), so that a message printed meanwhile can
+# first move it out of the way instead of landing in the middle of it.
+_open_line: Any = None
+
+
+def clear_line() -> None:
+    """Make room for a message line: end or erase the progress line on screen."""
+    global _open_line
+    sink, _open_line = _open_line, None
+    if sink is not None:
+        sink._interrupt()
+
+
+def _set_open(sink: Any) -> None:
+    global _open_line
+    _open_line = sink
+
+
+def _set_closed(sink: Any) -> None:
+    global _open_line
+    if _open_line is sink:
+        _open_line = None
+
+
 class _StreamSink:
     """Base of the sinks that print: output never fails a download."""
+
+    def _interrupt(self) -> None:
+        """A message is about to be printed: get the progress line out of its way."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -592,6 +620,13 @@ class LineSink(_StreamSink):
         if not self._started:
             self._started = True
             self._write(self._head)
+            _set_open(self)
+
+    def _interrupt(self) -> None:
+        # End the open line; finish() then writes the whole line again.
+        if self._started and not self._finished:
+            self._write("\n")
+            self._started = False
 
     def update(self, done: int) -> None:
         """Do nothing: the line shows only the outcome."""
@@ -601,6 +636,7 @@ class LineSink(_StreamSink):
         if self._finished:
             return
         self._finished = True
+        _set_closed(self)
         end = " [Done]\n" if ok else " [Failed]\n"
         if self._started:
             self._write(end)
@@ -713,12 +749,19 @@ class BarSink(_StreamSink):
         width = _columns(self._width_fn)
         line = format_bar_line(self._label, self._done, self._total, rate, eta, width=width)
         self._write("\r" + line)
+        _set_open(self)
+
+    def _interrupt(self) -> None:
+        # Erase the bar; the next update draws it again below the message.
+        self._write("\r" + " " * _columns(self._width_fn) + "\r")
+        self._next_draw = 0.0
 
     def finish(self, ok: bool) -> None:
         """Replace the bar with the summary line and end it."""
         if self._finished:
             return
         self._finished = True
+        _set_closed(self)
         now = self._clock()
         started = self._started_at if self._started_at is not None else now
         moved = self._moved + max(self._done - self._segment_start, 0)

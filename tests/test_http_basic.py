@@ -379,11 +379,15 @@ def test_caller_headers_replace_defaults_case_insensitively(
 ) -> None:
     """Header names are case-insensitive: one User-Agent goes out, and identity stays."""
     url = http_server.add_file(PATH, DATA)
-    headers = {case("User-Agent"): "mine/1.0", case("Accept-Encoding"): "gzip"}
+    headers = {case("User-Agent"): "mine/1.0", case("Accept-Encoding"): "identity"}
     http_download(url, str(tmp_path / "x.fits"), progress=False, headers=headers)
     (request,) = http_server.requests_for(PATH)
     assert request.headers["user-agent"] == "mine/1.0"
     assert request.headers["accept-encoding"] == "identity"  # SPEC §3.6
+    # Another encoding would make sizes and ranges mean compressed bytes.
+    with pytest.raises(ValueError, match="Accept-Encoding"):
+        http_download(url, str(tmp_path / "y.fits"), headers={case("Accept-Encoding"): "gzip"})
+    assert len(http_server.requests_for(PATH)) == 1
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,84 @@
+"""Edges of the public API met in review: output order, final errors, owned headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+
+import pytest
+
+import pyvo_dl
+from servers import FaultServer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DATA = bytes(range(256)) * 4000
+
+
+def test_verbose_messages_do_not_land_inside_the_progress_line(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = http_server.add_file("/v/x.fits", DATA)
+    http_server.set_fault("/v/x.fits", drop_after=100_000, times=1)
+    pyvo_dl.http_download(url, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Downloading {url} to x.fits ..."
+    assert lines[1].startswith("Retry 1 of 5 in ")
+    assert lines[1].count(url) == 1
+    assert lines[-1] == f"Downloading {url} to x.fits ... [Done]"
+
+
+def test_a_persistent_503_ends_as_http_status_error(http_server: FaultServer, in_tmp: Path) -> None:
+    url = http_server.add_file("/busy.fits", DATA)
+    http_server.set_fault("/busy.fits", status=503, retry_after="0")
+    with pytest.raises(pyvo_dl.HTTPStatusError) as info:
+        pyvo_dl.http_download(url, retries=2, progress=False)
+    assert info.value.status == 503
+    assert "after 3 attempts" in str(info.value)
+    assert len(http_server.requests_for("/busy.fits", "GET")) == 3
+
+
+def test_stale_lock_is_taken_without_waiting(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = http_server.add_file("/l/x.fits", DATA)
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 12345, "token": "dead"}
+    (in_tmp / "x.fits.lock").write_text(json.dumps(dead))
+    pyvo_dl.http_download(url, verbose=True)
+    assert "Waiting" not in capsys.readouterr().out
+    assert not (in_tmp / "x.fits.lock").exists()
+    assert (in_tmp / "x.fits").read_bytes() == DATA
+
+
+@pytest.mark.parametrize("name", ["Range", "if-range", "If-Match", "Host", "Accept-Encoding"])
+def test_headers_the_library_owns_are_refused(name: str, in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=name):
+        pyvo_dl.http_download("http://127.0.0.1:9/x.fits", headers={name: "bytes=5-"})
+
+
+def test_ssl_context_with_session_is_refused(in_tmp: Path) -> None:
+    requests = pytest.importorskip("requests")
+    with pytest.raises(ValueError, match="ssl_context"):
+        pyvo_dl.http_download(
+            "https://127.0.0.1:9/x.fits", session=requests.Session(),
+            ssl_context=ssl.create_default_context(),
+        )  # fmt: skip
+
+
+def test_no_resource_warning_at_exit(http_server: FaultServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = http_server.add_file("/exit.fits", DATA)
+    code = f"import pyvo_dl; pyvo_dl.http_download({url!r}, progress=False)"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pyvo_dl.__file__)))
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", code],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ResourceWarning" not in result.stderr
