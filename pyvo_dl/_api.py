@@ -60,7 +60,7 @@ def _parse_checksum(checksum: Any) -> list[Any]:
     return [Checksum.parse(checksum)]
 
 
-def _local_path(local_filepath: Any) -> str | None:
+def _local_path(local_filepath: Any, folder: bool = False) -> str | None:
     if local_filepath is None:
         return None
     try:
@@ -71,6 +71,11 @@ def _local_path(local_filepath: Any) -> str | None:
         ) from None
     if not isinstance(path, str) or not path or "\0" in path:
         raise ValueError(f"local_filepath is not a usable path: {local_filepath!r}")
+    if path.endswith(("/", os.sep)) and not folder:
+        raise ValueError(
+            f"local_filepath {path!r} names a folder; give a file path, for example "
+            f"os.path.join({path!r}, name)"
+        )
     return path
 
 
@@ -271,6 +276,11 @@ def http_download(
 
     if not isinstance(url, str):
         raise ValueError(f"url must be a string, not {url!r}")
+    if url.lower().startswith("s3://"):
+        raise ValueError(
+            f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
+            "which picks by the scheme"
+        )
     url = _httputil.check_url(url)
     seconds = _check_common(timeout, retries, connections)
     transport, basic = _http_transport(session, auth, ssl_context)
@@ -476,7 +486,7 @@ def aws_download(
         raise ValueError(f"bucket_name={bucket_name!r} and bucket={bucket!r} disagree")
     bucket_name, key = _s3_location(uri, bucket_name, key, recursive)
     seconds = _check_common(timeout, retries, connections)
-    path = _local_path(local_filepath)
+    path = _local_path(local_filepath, folder=recursive)
     target, access = _s3_target(bucket_name, key, endpoint_url, region, aws_profile, session,
                                 requester_pays)  # fmt: skip
     options = {

@@ -20,7 +20,7 @@ from . import _auth, _httputil, _integrity, _progress
 from ._errors import DownloadError, HTTPStatusError, IntegrityError
 from ._partfile import PartFile, disk_error
 from ._retry import DEFAULT_RETRIES, RetryPolicy
-from ._transport import ConnectionFault
+from ._transport import ConnectionFault, TimeoutFault
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -311,9 +311,10 @@ def backoff(
     if policy.exhausted(attempt):
         if final is not None:
             if isinstance(final, HTTPStatusError) and not final.hint:
-                final.add_hint(f"still failing after {attempt} attempts; try again later")
+                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+                final.add_hint(f"still failing after {tries}; try again later")
             raise final from fault
-        raise DownloadError(f"gave up after {attempt} attempts: {fault}") from fault
+        raise DownloadError(_gave_up(request, attempt, fault)) from fault
     delay = policy.delay(attempt - 1, request.rng, retry_after)
     report(request, f"Retry {attempt} of {policy.retries} in {delay:.1f} s: {fault}")
     request.sleep(delay)
@@ -321,6 +322,16 @@ def backoff(
 
 
 # -- the download ------------------------------------------------------------------
+
+
+def _gave_up(request: FetchRequest, attempts: int, fault: DownloadError) -> str:
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    if isinstance(fault, TimeoutFault):
+        return (
+            f"{fault} (nothing for {request.timeout:g} s, {tries}); if the server is just "
+            "slow, give it longer with timeout="
+        )
+    return f"{fault} (gave up after {tries})"
 
 
 class TransientStatus(Exception):

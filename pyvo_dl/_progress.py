@@ -709,6 +709,8 @@ class BarSink(_StreamSink):
         super().__init__(stream)
         self._label = _printable(label)
         self._path = _printable(os.fspath(path))
+        # The bar names the file, which fits; the last line names the source.
+        self._short = os.path.basename(self._path) or self._label
         self._width_fn = width_fn
         self._clock = clock
         self._meter = _RateMeter()
@@ -747,7 +749,7 @@ class BarSink(_StreamSink):
         if self._total is not None and rate:
             eta = max(self._total - self._done, 0) / rate
         width = _columns(self._width_fn)
-        line = format_bar_line(self._label, self._done, self._total, rate, eta, width=width)
+        line = format_bar_line(self._short, self._done, self._total, rate, eta, width=width)
         self._write("\r" + line)
         _set_open(self)
 

@@ -17,6 +17,7 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     Headers = Mapping[str, str]
     PoolKey = Tuple[str, str, int, Optional[str]]
 
+#: A read hands over what it has after this long, full buffer or not.
+_MAX_FILL_SECONDS = 0.2
 #: Idle connections kept per origin; enough for the workers of download_many.
 MAX_IDLE_PER_ORIGIN = 16
 #: Error bodies are read up to this size only (S3's XML errors are tiny).
@@ -44,6 +47,10 @@ class ConnectionFault(DownloadError):
     The engine retries these; after the last retry the fault itself reaches
     the caller as a :class:`~pyvo_dl.DownloadError`.
     """
+
+
+class TimeoutFault(ConnectionFault):
+    """No byte arrived (or no connection was made) within ``timeout`` seconds."""
 
 
 class _StaleConnection(Exception):
@@ -62,7 +69,7 @@ def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
         host = urllib.parse.urlsplit(url).hostname
         return DownloadError(f"cannot resolve host {host!r} of {url}: {exc}")
     if isinstance(exc, socket.timeout):
-        return ConnectionFault(f"timed out while {action} {url}")
+        return TimeoutFault(f"timed out while {action} {url}")
     if isinstance(exc, http.client.IncompleteRead):
         return ConnectionFault(f"connection closed early while {action} {url}: {exc!r}")
     if isinstance(exc, (OSError, http.client.HTTPException)):
@@ -100,6 +107,9 @@ class _PartialReader:
         view = memoryview(buffer)
         size = view.nbytes
         done = 0
+        # Hand over what came after a while even if the buffer is not full,
+        # so that a slow link still moves the progress display.
+        deadline = time.monotonic() + _MAX_FILL_SECONDS
         while done < size:
             try:
                 n = self._fp.readinto1(view[done:])
@@ -111,6 +121,8 @@ class _PartialReader:
             if not n:
                 break
             done += n
+            if time.monotonic() >= deadline:
+                break
         return done
 
     def __getattr__(self, name: str) -> Any:
