@@ -25,6 +25,11 @@ DEFAULT_RETRIES = 5
 # setting; the entry keeps its context alive so that its id is not reused.
 _transports: dict[Any, Any] = {}
 _MAX_TRANSPORTS = 8
+_PROXY_VARIABLES = tuple(
+    f"{scheme}_{case}"
+    for scheme in ("http", "https", "all", "no", "HTTP", "HTTPS", "ALL", "NO")
+    for case in (("proxy",) if scheme.islower() else ("PROXY",))
+)
 
 
 def _version_agent() -> str:
@@ -85,8 +90,7 @@ def _stdlib_transport(ssl_context: Any) -> Transport:
 
     from ._transport import StdlibTransport
 
-    proxies = urllib.request.getproxies_environment()
-    key = (id(ssl_context), tuple(sorted(proxies.items())))
+    key = (id(ssl_context), tuple(os.environ.get(name) for name in _PROXY_VARIABLES))
     entry = _transports.get(key)
     if entry is None or entry[0] is not ssl_context:
         if not _transports:
@@ -98,6 +102,9 @@ def _stdlib_transport(ssl_context: Any) -> Transport:
             # Forget the oldest pool (dicts keep insertion order); a thread
             # still using it keeps it alive, and its sockets close with it.
             del _transports[next(iter(_transports))]
+        # Read all of them only now: scanning the environment costs more than a
+        # small download, so the key above looks at the usual names only.
+        proxies = urllib.request.getproxies_environment()
         entry = (ssl_context, StdlibTransport(ssl_context=ssl_context, proxies=proxies))
         _transports[key] = entry
     return entry[1]

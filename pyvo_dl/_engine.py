@@ -125,6 +125,8 @@ class _Download:
             return
         state = self.part.load_state()
         size = self.part.size()
+        if state is None and not size:
+            return  # nothing to resume and nothing to clean: the usual case
         if (
             state is None
             or state.get("identity") != self.request.identity
@@ -185,7 +187,11 @@ class _Download:
 
     def _record_new_object(self, response: Response, total: int | None) -> None:
         self._new_state(response.headers, total, response.url)
-        if self.state["validator"] and total is not None and self.request.resume:
+        # A body that fits in one buffer gets its state file only if the call
+        # fails (_keep_for_resume): a kill loses at most that much, and the
+        # file costs three system calls per download.
+        worth_resuming = total is not None and total > _exchange.BUFFER_SIZE
+        if self.state["validator"] and worth_resuming and self.request.resume:
             self.part.save_state(self.state)
         self._warn_if_html(response.headers)
 
@@ -288,12 +294,29 @@ class _Download:
             if not self.committed:
                 self._verify_and_commit()
         except BaseException:
+            self._keep_for_resume()
             if self.sink is not None:
                 self.sink.finish(False)
             raise
         if self.sink is not None:
             self.sink.finish(True)
         return self.request.target
+
+    def _keep_for_resume(self) -> None:
+        """On the way out of a failed call, make sure the next one can resume.
+
+        Small bodies skip the state file while all goes well (see
+        :meth:`_record_new_object`); a call that ends in an error writes it.
+        """
+        state = self.state
+        if self.part.has_state or not (self.request.resume and state.get("validator")):
+            return
+        if state.get("size") is None or not self.part.size():
+            return
+        try:
+            self.part.save_state(state)
+        except DownloadError:
+            pass  # the original error matters more; the next call starts over
 
     def _sync_offset(self, before: int) -> bool:
         """After a fault, continue from what is on disk; whether it passed ``before``."""

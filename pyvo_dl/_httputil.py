@@ -301,8 +301,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     float or None
         Seconds, never negative (a date in the past gives 0.0); ``None`` for
         a missing or unparsable value. Absurdly large values are returned as
-        they are (``inf`` for an overflowing number): capping is the retry
-        policy's job.
+        they are (``inf`` for an overflowing number or a date after the year
+        9999): capping is the retry policy's job.
 
     Examples
     --------
@@ -325,7 +325,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if fields is None:
         return None
     # A date without a zone is GMT in HTTP (asctime form), never local time.
-    when = calendar.timegm(fields[:6]) - (fields[9] or 0)
+    try:
+        when = calendar.timegm(fields[:6]) - (fields[9] or 0)
+    except (ValueError, OverflowError):
+        # Only a year past 9999 (datetime's limit) gets here: as absurdly
+        # far ahead as an overflowing number of seconds, and treated alike.
+        return float("inf") if fields[0] > 9999 else None
     return max(0.0, float(when) - now)
 
 

@@ -6,7 +6,9 @@ records what a later call needs to resume safely (§3.2): the URL, the
 validator (ETag or Last-Modified), the total size and the checksums learnt
 from the server. ``<target>.lock``, made with ``O_CREAT | O_EXCL`` and
 holding host, PID and a token, keeps two processes from writing one target
-(§3.8); it works on NFS and Lustre, where ``fcntl`` locks may not.
+(§3.8); it works on NFS and Lustre, where ``fcntl`` locks may not. A lock
+whose holder is gone is broken by one process at a time, the one that
+creates ``<target>.lock.break`` (also with ``O_EXCL``).
 
 This is the module that translates local ``OSError`` into
 :class:`~pyvo_dl.DownloadError`, keeping ``errno`` and ``filename``.
@@ -15,6 +17,7 @@ This is the module that translates local ``OSError`` into
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import socket
@@ -33,6 +36,8 @@ LOCK_REFRESH_EVERY = 15.0
 LOCK_POLL_INTERVAL = 0.2
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: Unique names for files moved aside, within this process.
+_ASIDE_NUMBERS = itertools.count()
 
 
 def disk_error(exc: OSError, path: str, action: str) -> DownloadError:
@@ -65,7 +70,9 @@ def prepare_target(path: str) -> None:
     """
     if os.path.isdir(path):
         raise disk_error(IsADirectoryError(errno.EISDIR, "Is a directory"), path, "write to")
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(path)
+    if not parent or os.path.isdir(parent):
+        return  # the usual case, one stat: many small files pass here
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
@@ -85,6 +92,8 @@ class PartFile:
         self.target = target
         self.path = target + ".part"
         self.state_path = target + ".part.json"
+        #: Whether a state file may exist (loaded or saved by this object).
+        self.has_state = False
 
     def size(self) -> int:
         """Bytes in the ``.part`` file, 0 when there is none."""
@@ -95,7 +104,9 @@ class PartFile:
 
     def load_state(self) -> dict[str, Any] | None:
         """The recorded state, or ``None`` when there is none or it is unreadable."""
-        return _read_json(self.state_path)
+        state = _read_json(self.state_path)
+        self.has_state = state is not None
+        return state
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Record ``state`` atomically (write aside, then replace)."""
@@ -104,6 +115,7 @@ class PartFile:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(state, f)
             os.replace(tmp, self.state_path)
+            self.has_state = True
         except OSError as exc:
             _remove(tmp)
             raise disk_error(exc, self.state_path, "write") from exc
@@ -134,7 +146,8 @@ class PartFile:
             os.replace(self.path, self.target)
         except OSError as exc:
             raise disk_error(exc, self.target, "move the finished download to") from exc
-        _remove(self.state_path)
+        if self.has_state:
+            _remove(self.state_path)
 
 
 def _remove(path: str) -> None:
@@ -174,6 +187,7 @@ class TargetLock:
         self._clock = clock
         self._token = f"{socket.gethostname()}:{os.getpid()}:{id(self)}:{clock()}"
         self._held = False
+        self._inode = -1
         self._last_refresh = 0.0
         self.waited = False
 
@@ -195,6 +209,7 @@ class TargetLock:
             raise disk_error(exc, self.path, "create the lock file") from exc
         with os.fdopen(fd, "w") as f:
             f.write(self._content())
+            self._inode = os.fstat(fd).st_ino
         self._held = True
         self._last_refresh = self._clock()
         return True
@@ -224,8 +239,13 @@ class TargetLock:
         """Give the lock back (only if this object holds it)."""
         if self._held:
             self._held = False
-            if self._read_token() == self._token:
-                _remove(self.path)
+            # Still ours (not broken as stale and retaken meanwhile)? The
+            # same inode says so with one stat instead of reading it back.
+            try:
+                if os.stat(self.path).st_ino == self._inode:
+                    _remove(self.path)
+            except OSError:
+                pass
 
     def _read(self) -> dict[str, Any] | None:
         return _read_json(self.path)
@@ -235,43 +255,93 @@ class TargetLock:
         return None if data is None else str(data.get("token"))
 
     def _is_stale(self, data: dict[str, Any] | None) -> bool:
-        try:
-            age = self._clock() - os.stat(self.path).st_mtime
-        except FileNotFoundError:
-            return False
-        if data is None:
-            # Empty or torn: a holder writes its content right after creating
-            # the file, so only an old one is abandoned.
-            return age > LOCK_STALE_AFTER
-        if data.get("host") == socket.gethostname():
-            pid = data.get("pid")
-            return not (isinstance(pid, int) and _pid_alive(pid))
-        return age > LOCK_STALE_AFTER
+        return _abandoned(self.path, data, self._clock)
 
     def _break_if_stale(self) -> bool:
-        """Remove the lock if its holder is gone; whether it was removed."""
+        """Remove the lock if its holder is gone; whether it was removed.
+
+        Breakers take turns: only the one that creates ``<target>.lock.break``
+        (with ``O_EXCL`` too) may remove the lock, after checking during its
+        turn that the lock is still the abandoned one it read. Without turns a
+        breaker could move aside a lock that another process had just taken
+        while a third took the free path: two holders writing one ``.part``,
+        or a lock left behind with the token of one that had let go.
+        """
         data = self._read()
         if not self._is_stale(data):
             return False
-        # Rename, not unlink: of several processes breaking the same stale
-        # lock only one rename succeeds; if what we moved aside turns out to
-        # be a fresh lock (taken in between), put it back.
-        aside = f"{self.path}.stale.{os.getpid()}.{id(self)}"
-        try:
-            os.rename(self.path, aside)
-        except OSError:
+        turn = self.path + ".break"
+        if not self._take_turn(turn):
             return False
-        moved = _read_json(aside)
-        stale_token = None if data is None else data.get("token")
-        moved_token = None if moved is None else moved.get("token")
-        broken = moved_token == stale_token
-        if not broken:
+        try:
+            current = self._read()
+            if _token(current) != _token(data) or not self._is_stale(current):
+                return False  # broken and taken again since it was read
             try:
-                os.link(aside, self.path)
-            except OSError:
-                pass
-        _remove(aside)
-        return broken
+                os.unlink(self.path)
+            except FileNotFoundError:
+                return False
+            return True
+        finally:
+            _remove(turn)
+
+    def _take_turn(self, turn: str) -> bool:
+        try:
+            fd = os.open(turn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            # Another breaker's turn, or the turn of one killed during it (a
+            # window of microseconds): clear that for the next poll.
+            _remove_if_abandoned(turn, self._clock)
+            return False
+        except OSError as exc:
+            raise disk_error(exc, turn, "create the lock file") from exc
+        with os.fdopen(fd, "w") as f:
+            f.write(self._content())
+        return True
+
+
+def _token(data: dict[str, Any] | None) -> Any:
+    return None if data is None else data.get("token")
+
+
+def _abandoned(path: str, data: dict[str, Any] | None, clock: Callable[[], float]) -> bool:
+    """Whether the holder that wrote ``data`` into the file ``path`` is gone."""
+    try:
+        age = clock() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    if data is None:
+        # Empty or torn: a holder writes its content right after creating
+        # the file, so only an old one is abandoned.
+        return age > LOCK_STALE_AFTER
+    if data.get("host") == socket.gethostname():
+        pid = data.get("pid")
+        return not (isinstance(pid, int) and _pid_alive(pid))
+    return age > LOCK_STALE_AFTER
+
+
+def _remove_if_abandoned(path: str, clock: Callable[[], float]) -> bool:
+    """Remove ``path`` (a breaker's turn) if its holder is gone; whether it was."""
+    data = _read_json(path)
+    if not _abandoned(path, data, clock):
+        return False
+    # Rename, not unlink: of several processes clearing it only one rename
+    # succeeds; if what was moved aside is a fresh turn (taken in between),
+    # it is put back. That can still go wrong, but only after a breaker was
+    # killed inside its turn and while two others clear it.
+    aside = f"{path}.stale.{os.getpid()}.{next(_ASIDE_NUMBERS)}"
+    try:
+        os.rename(path, aside)
+    except OSError:
+        return False
+    removed = _token(_read_json(aside)) == _token(data)
+    if not removed:
+        try:
+            os.link(aside, path)
+        except OSError:
+            pass
+    _remove(aside)
+    return removed
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

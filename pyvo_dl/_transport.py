@@ -129,6 +129,108 @@ class _PartialReader:
         return getattr(self._fp, name)
 
 
+#: As http.client: more header lines, or a longer line, is a broken answer.
+_MAX_HEADERS = 100
+_MAX_LINE = 65536
+
+
+class _Headers(dict):  # type: ignore[type-arg]
+    """Response headers: names case-insensitive, repeated fields joined by ", ".
+
+    What http.client builds with the email package (an ``HTTPMessage``)
+    costs more than a small download; this is the part of its interface
+    that HTTPResponse and pyvo_dl use.
+    """
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return str(dict.__getitem__(self, name.lower()))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        value = self.get(name)
+        return failobj if value is None else [value]
+
+
+def parse_header_lines(fp: Any) -> _Headers:
+    """Read header lines up to the blank line into :class:`_Headers`.
+
+    Values are decoded as ISO-8859-1 (as http.client does) and continuation
+    lines (obsolete folding) are joined to the field before them.
+
+    Raises
+    ------
+    http.client.HTTPException
+        For a line over 64 KiB or more than 100 fields.
+    """
+    headers = _Headers()
+    name = ""
+    for _ in range(_MAX_HEADERS + 1):
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and name:
+            headers[name] = f"{dict.__getitem__(headers, name)} {text.strip()}"
+            continue
+        field, colon, value = text.partition(":")
+        if not colon:
+            continue  # not a header line: ignored, as the email parser does
+        name = field.strip().lower()
+        value = value.strip()
+        old = dict.get(headers, name)
+        headers[name] = value if old is None else f"{old}, {value}"
+    raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+
+
+class _Response(http.client.HTTPResponse):
+    """An HTTPResponse whose headers are parsed without the email package."""
+
+    def begin(self) -> None:
+        """Read the status line and headers (CPython's ``begin``, lighter headers)."""
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()  # type: ignore[attr-defined]
+            if status != http.client.CONTINUE:
+                break
+            parse_header_lines(self.fp)  # the headers of a 100 Continue
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = parse_header_lines(self.fp)  # type: ignore[assignment]
+        encoding = self.headers.get("transfer-encoding")
+        self.chunked = bool(encoding) and encoding.lower() == "chunked"
+        self.chunk_left = None
+        self.will_close = self._check_close()  # type: ignore[attr-defined]
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:
+                    self.length = None
+        method = self._method  # type: ignore[attr-defined]
+        if status in (204, 304) or 100 <= status < 200 or method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
+
+
 class StdlibResponse:
     """An answer read through http.client.
 
@@ -262,6 +364,13 @@ class StdlibTransport:
                 conn.close()
 
     def _new_connection(
+        self, scheme: str, host: str, port: int, proxy: str | None, timeout: float
+    ) -> http.client.HTTPConnection:
+        conn = self._connection(scheme, host, port, proxy, timeout)
+        conn.response_class = _Response
+        return conn
+
+    def _connection(
         self, scheme: str, host: str, port: int, proxy: str | None, timeout: float
     ) -> http.client.HTTPConnection:
         if proxy is None:
