@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import calendar
+import functools
 import re
 from email.utils import parsedate_tz
 from typing import NamedTuple
@@ -408,6 +409,8 @@ def resolve_redirect(base_url: str, location: str) -> str:
         raise ValueError(f"refusing redirect from {base_url} to {location!r}: {e}") from e
 
 
+# Every request compares its URL with the first one: remember the answers.
+@functools.lru_cache(maxsize=256)
 def _origin(url: str) -> tuple[str, str, int | None] | None:
     try:
         parts = urlsplit(url)
