@@ -233,7 +233,7 @@ class _Download:
     # -- parallel ranges ------------------------------------------------------
 
     def _splitting(self) -> bool:
-        """Whether the first request should ask ``Range: bytes=0-`` to learn the size.
+        """Whether the first request should ask for the first part only, to learn the size.
 
         One request either way: a small object comes whole in the answer,
         a large one tells its size and validator, and is then split.
@@ -242,19 +242,29 @@ class _Download:
         return connections > 1 and not self.offset and not self.no_probe_range
 
     def _split_or_stream(self, response: Response) -> None:
-        """Continue a ``206`` answer to ``bytes=0-``: in parallel ranges, or as one stream."""
+        """Continue the ``206`` answer to the first part: split the object, or stream it.
+
+        The answer holds the whole object when it is small; a larger one is
+        split into equal ranges (the first continues this answer), or, when
+        it cannot be (no validator), asked for again whole.
+        """
         content_range = _exchange.content_range(response)
         if content_range.start != 0 or content_range.total is None:
             response.close()
             raise _Restart(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
         total = content_range.total
         self._record_new_object(response, total)
+        if content_range.end is not None and content_range.end + 1 >= total:
+            self._stream(response, 0)  # the whole object
+            return
         connections = self.request.connections or 1
-        if _parallel.can_split(total, response.headers, self.state["validator"], connections):
+        if _parallel.can_split(total, self.state["validator"], connections):
             self.state["parts"] = _parallel.plan_parts(total, connections)
             self._run_parallel(response)
-        else:
-            self._stream(response, 0)
+            return
+        response.close()
+        self.no_probe_range = True
+        raise _Restart("the object cannot be fetched in ranges (no validator): asking for it whole")
 
     def _run_parallel(self, first: Response | None = None) -> None:
         """Fetch the missing ranges of the part map, then verify and commit."""
@@ -332,7 +342,8 @@ class _Download:
             self._run_parallel()  # an earlier parallel run left its map: finish it
             return True
         splitting = self._splitting()
-        headers = {"Range": "bytes=0-"} if splitting else self._ranged_headers()
+        first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
+        headers = {"Range": first_part} if splitting else self._ranged_headers()
         response = _exchange.open_url(self.request, self.transport, "GET", headers)
         status = response.status
         if status == 416 and splitting:

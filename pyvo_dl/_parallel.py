@@ -23,7 +23,7 @@ from ._transport import ConnectionFault
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Mapping
+    from typing import Any
 
     from ._exchange import FetchRequest
     from ._partfile import TargetLock
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 #: Objects smaller than this are not split: the extra requests cost more
 #: than they bring.
 MIN_PART_SIZE = 4 * 1024 * 1024
+#: The engine's first request asks for this much from byte 0: a smaller
+#: object comes whole in one answer, a larger one tells its size and is split.
+FIRST_PART = 8 * 1024 * 1024
 #: How often (bytes per range) the part map is written to disk.
 _SAVE_EVERY = 8 * 1024 * 1024
 
@@ -50,23 +53,15 @@ def plan_parts(size: int, connections: int) -> list[list[int]]:
     return [[start, end, 0] for start, end in _httputil.plan_ranges(size, parts)]
 
 
-def can_split(
-    size: int | None, headers: Mapping[str, str], validator: str | None, connections: int
-) -> bool:
-    """Whether an object of ``size`` with these headers is worth, and able to be, split.
+def can_split(size: int | None, validator: str | None, connections: int) -> bool:
+    """Whether an object of ``size`` is worth, and able to be, split.
 
-    It must be large enough for two parts, the server must say it serves
-    byte ranges, and there must be a validator to keep every range from the
-    same version of the object.
+    Called on a ``206`` answer, which proves the server serves ranges (a
+    ``206`` need not repeat ``Accept-Ranges``). The object must be large
+    enough for two parts, and there must be a validator to keep every range
+    from the same version of the object.
     """
-    accepts = (headers.get("Accept-Ranges") or "").lower()
-    return (
-        connections > 1
-        and size is not None
-        and size >= 2 * MIN_PART_SIZE
-        and "bytes" in accepts
-        and bool(validator)
-    )
+    return connections > 1 and size is not None and size >= 2 * MIN_PART_SIZE and bool(validator)
 
 
 class ParallelDownload:
@@ -122,13 +117,19 @@ class ParallelDownload:
     def run(self, first: Response | None = None) -> None:
         """Download every missing range, then verify and commit; raise on failure.
 
-        ``first`` is an open answer to ``Range: bytes=0-``: it serves the
-        first range, and its connection is closed once that range is in.
+        ``first`` is an open answer for the start of the object (the
+        engine's ``Range: bytes=0-`` + FIRST_PART - 1): it serves the start of
+        the first range, whose rest is asked for on the same connection.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        self.part.save_state(self.state)
-        fd = self._open()
+        try:
+            self.part.save_state(self.state)
+            fd = self._open()
+        except BaseException:
+            if first is not None:
+                first.close()
+            raise
         self.sink = _exchange.make_sink(self.request)
         self.sink.start(self.size, self._done)
         todo = [p for p in self.parts if p[0] + p[2] <= p[1]]
@@ -219,21 +220,31 @@ class ParallelDownload:
         if status != 206:
             raise _exchange.error_for(self.request, response)
         content_range = _exchange.content_range(response)
-        if content_range.start != start or content_range.total != self.size:
+        if (
+            content_range.start != start
+            or content_range.total != self.size
+            or content_range.end is None
+            or content_range.end < start
+        ):
             response.close()
             raise ObjectChanged(
                 f"unexpected Content-Range {response.headers.get('Content-Range')!r}"
             )
+        # An answer may cover less than the range (the engine's first one
+        # does): read what it covers; the caller asks for the rest.
+        end = min(part[1], content_range.end)
         try:
-            self._read_range(fd, part, response, start)
+            self._read_range(fd, part, response, start, end)
         except BaseException:
             response.close()  # mid-body: the connection cannot be reused
             raise
         response.release()
 
-    def _read_range(self, fd: int, part: list[int], response: Response, start: int) -> None:
+    def _read_range(
+        self, fd: int, part: list[int], response: Response, start: int, end: int
+    ) -> None:
         view = _exchange.buffer()
-        remaining = part[1] + 1 - start
+        remaining = end + 1 - start
         position = start
         while remaining > 0:
             if self._abort.is_set():

@@ -410,6 +410,9 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         self._object_headers(obj, fx, method, size, first, last)
         if wanted:
             self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        elif not fx.ignore_range:
+            # As nginx: only a whole answer advertises ranges; a 206 is proof enough.
+            self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if method == "GET":
             self._stream(memoryview(obj.data)[first : last + 1], fx)
@@ -428,7 +431,6 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         self.send_header("ETag", obj.etag)
         self.send_header("Last-Modified", obj.last_modified)
-        self.send_header("Accept-Ranges", "bytes")
         if fx.content_disposition is not None:
             self.send_header("Content-Disposition", fx.content_disposition)
         for name, value in {**obj.headers, **fx.headers}.items():
