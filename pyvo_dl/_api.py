@@ -86,8 +86,7 @@ def _local_path(local_filepath: Any, folder: bool = False) -> str | None:
 
 def _stdlib_transport(ssl_context: Any) -> Transport:
     """A shared keep-alive transport per TLS context and proxy setting."""
-    import urllib.request
-
+    from . import _httputil
     from ._transport import StdlibTransport
 
     key = (id(ssl_context), tuple(os.environ.get(name) for name in _PROXY_VARIABLES))
@@ -104,7 +103,7 @@ def _stdlib_transport(ssl_context: Any) -> Transport:
             del _transports[next(iter(_transports))]
         # Read all of them only now: scanning the environment costs more than a
         # small download, so the key above looks at the usual names only.
-        proxies = urllib.request.getproxies_environment()
+        proxies = _httputil.proxies_from_env(os.environ)
         entry = (ssl_context, StdlibTransport(ssl_context=ssl_context, proxies=proxies))
         _transports[key] = entry
     return entry[1]

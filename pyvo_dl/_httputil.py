@@ -28,6 +28,7 @@ __all__ = [
     "TRANSIENT_STATUSES",
     "ContentRange",
     "basic_auth_header",
+    "bypasses_proxy",
     "check_url",
     "format_content_range",
     "format_range",
@@ -38,6 +39,7 @@ __all__ = [
     "parse_content_range",
     "parse_retry_after",
     "plan_ranges",
+    "proxies_from_env",
     "resolve_redirect",
     "same_origin",
     "strong_validator",
@@ -387,6 +389,8 @@ def resolve_redirect(base_url: str, location: str) -> str:
     -------
     str
         The absolute URL to request next, as :func:`check_url` returns it.
+        Raw UTF-8 in the header (which arrives decoded as Latin-1) is read
+        as UTF-8, as browsers and requests do.
 
     Raises
     ------
@@ -404,9 +408,20 @@ def resolve_redirect(base_url: str, location: str) -> str:
     ValueError: refusing redirect from https://a.example/x to 'file:///etc/passwd': ...
     """
     try:
-        return check_url(urljoin(base_url, location.strip()))
+        return check_url(urljoin(base_url, _utf8_from_latin1(location.strip())))
     except ValueError as e:
         raise ValueError(f"refusing redirect from {base_url} to {location!r}: {e}") from e
+
+
+def _utf8_from_latin1(text: str) -> str:
+    # Header bytes reach us decoded as Latin-1 (http.client, requests); a
+    # server that put raw UTF-8 in Location (nginx rewrites do) meant UTF-8.
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 # Every request compares its URL with the first one: remember the answers.
@@ -586,3 +601,65 @@ def basic_auth_header(user: str, password: str) -> str:
     # binascii, not base64: base64 imports re and struct for nothing here.
     token = binascii.b2a_base64(f"{user}:{password}".encode(), newline=False)
     return "Basic " + token.decode("ascii")
+
+
+def proxies_from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Proxy URLs by scheme from ``*_proxy`` variables, as urllib reads them.
+
+    Lower-case names win over upper-case ones; ``no_proxy`` is kept under
+    ``"no"``. Under CGI (``REQUEST_METHOD`` set) ``HTTP_PROXY`` is ignored,
+    since a client can set it through the ``Proxy:`` request header.
+
+    Examples
+    --------
+    >>> proxies_from_env({"HTTPS_PROXY": "http://p:3128", "no_proxy": "localhost"})
+    {'https': 'http://p:3128', 'no': 'localhost'}
+    """
+    proxies: dict[str, str] = {}
+    for name, value in env.items():
+        if value and name.lower().endswith("_proxy") and name.isupper():
+            proxies[name[:-6].lower()] = value
+    for name, value in env.items():
+        if name.lower().endswith("_proxy") and not name.isupper():
+            if value:
+                proxies[name[:-6].lower()] = value
+            else:
+                proxies.pop(name[:-6].lower(), None)
+    if "REQUEST_METHOD" in env:
+        proxies.pop("http", None)
+    return proxies
+
+
+def bypasses_proxy(host: str, no_proxy: str | None) -> bool:
+    """Whether ``host`` is exempt from proxying by a ``no_proxy`` list.
+
+    ``*`` exempts every host; an entry matches the host itself and its
+    subdomains (a leading ``.`` is optional), ports are ignored.
+
+    Examples
+    --------
+    >>> bypasses_proxy("data.example.org", "localhost,.example.org")
+    True
+    >>> bypasses_proxy("example.com", "example.org")
+    False
+    """
+    if not no_proxy:
+        return False
+    if no_proxy.strip() == "*":
+        return True
+    host = host.lower().strip("[]")
+    for entry in no_proxy.split(","):
+        name = _no_proxy_name(entry)
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def _no_proxy_name(entry: str) -> str:
+    """A ``no_proxy`` entry as a bare host name: no leading dot, port or brackets."""
+    name = entry.strip().lower().lstrip(".")
+    if name.startswith("["):
+        return name[1:].partition("]")[0]
+    if name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name

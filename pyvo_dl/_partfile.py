@@ -38,6 +38,9 @@ LOCK_POLL_INTERVAL = 0.2
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: Unique names for files moved aside, within this process.
 _ASIDE_NUMBERS = itertools.count()
+#: A symbolic link planted where a .part or a state file goes (in a folder
+#: others can write to) would make the download write wherever it points.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def disk_error(exc: OSError, path: str, action: str) -> DownloadError:
@@ -51,6 +54,9 @@ def disk_error(exc: OSError, path: str, action: str) -> DownloadError:
     elif exc.errno == errno.EISDIR:
         why = "it is a folder"
         hint = "give a file path, for example os.path.join(folder, name)"
+    elif exc.errno == errno.ELOOP:
+        why = "it is a symbolic link, which a download never writes through"
+        hint = "remove it; and check who else can write to this folder"
     else:
         why = exc.strerror or str(exc)
         hint = ""
@@ -111,8 +117,9 @@ class PartFile:
     def save_state(self, state: dict[str, Any]) -> None:
         """Record ``state`` atomically (write aside, then replace)."""
         tmp = f"{self.state_path}.{os.getpid()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
+            with os.fdopen(os.open(tmp, flags, 0o666), "w", encoding="utf-8") as f:
                 json.dump(state, f)
             os.replace(tmp, self.state_path)
             self.has_state = True
@@ -123,12 +130,15 @@ class PartFile:
     def open(self, offset: int) -> Any:
         """Open the ``.part`` unbuffered for writing at ``offset`` (truncating there)."""
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
         except OSError as exc:
             raise disk_error(exc, self.path, "create") from exc
         f = os.fdopen(fd, "wb", buffering=0)
         try:
-            f.truncate(offset)
+            # Only when needed: truncating a file (even a new, empty one)
+            # makes ext4 flush all of it to disk when it is closed.
+            if os.fstat(fd).st_size != offset:
+                f.truncate(offset)
             f.seek(offset)
         except OSError as exc:
             f.close()

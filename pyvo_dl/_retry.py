@@ -9,11 +9,10 @@ here sleeps.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Final
+    from typing import Any, Callable, Final
 
 __all__ = ["DEFAULT_RETRIES", "MAX_RETRY_AFTER", "RetryPolicy"]
 
@@ -26,7 +25,6 @@ MAX_RETRY_AFTER: Final = 300.0
 _MAX_EXPONENT: Final = 64
 
 
-@dataclass(frozen=True)
 class RetryPolicy:
     """Backoff policy: how many retries, and how long to wait before each.
 
@@ -56,15 +54,38 @@ class RetryPolicy:
     [False, False, True]
     """
 
-    retries: int = DEFAULT_RETRIES
-    base: float = 0.5
-    cap: float = 20.0
-    rng: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+    # A plain immutable class: dataclasses would import inspect (SPEC §6).
+    __slots__ = ("base", "cap", "retries", "rng")
 
-    def __post_init__(self) -> None:
-        for name in ("retries", "base", "cap"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RetryPolicy.{name} must be >= 0, not {getattr(self, name)!r}")
+    def __init__(
+        self,
+        retries: int = DEFAULT_RETRIES,
+        base: float = 0.5,
+        cap: float = 20.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        for name, value in (("retries", retries), ("base", base), ("cap", cap)):
+            if value < 0:
+                raise ValueError(f"RetryPolicy.{name} must be >= 0, not {value!r}")
+        for name, value in (("retries", retries), ("base", base), ("cap", cap), ("rng", rng)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"RetryPolicy is immutable: cannot set {name!r}")
+
+    def _key(self) -> tuple[int, float, float]:
+        return (self.retries, self.base, self.cap)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RetryPolicy):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"RetryPolicy(retries={self.retries!r}, base={self.base!r}, cap={self.cap!r})"
 
     def delay(
         self,

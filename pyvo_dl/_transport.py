@@ -14,18 +14,19 @@ object so that pyvo's authenticated sessions keep working.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
-import ssl
+import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 from . import _httputil
 from ._errors import DownloadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from typing import Any, Mapping, Optional, Tuple, Union
 
     Headers = Mapping[str, str]
@@ -57,9 +58,15 @@ class _StaleConnection(Exception):
     """A reused keep-alive connection was closed by the server before answering."""
 
 
+def _is_certificate_error(exc: BaseException) -> bool:
+    # ssl is imported only for https; without it no certificate was checked.
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLCertVerificationError)
+
+
 def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
     """Map a low-level exception to ConnectionFault (retryable) or DownloadError."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    if _is_certificate_error(exc):
         return DownloadError(
             f"TLS certificate verification failed for {url}: {exc.verify_message}. "
             "If the server uses a private CA, pass ssl_context= with that CA loaded "
@@ -321,9 +328,7 @@ class StdlibTransport:
         proxies: dict[str, str] | None = None,
     ) -> None:
         self._ssl_context = ssl_context
-        self._proxies = (
-            urllib.request.getproxies_environment() if proxies is None else dict(proxies)
-        )
+        self._proxies = _httputil.proxies_from_env(os.environ) if proxies is None else dict(proxies)
         self._idle: dict[PoolKey, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -331,6 +336,8 @@ class StdlibTransport:
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
+            import ssl  # only for https: plain http never pays for it
+
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
@@ -338,7 +345,7 @@ class StdlibTransport:
         proxy = self._proxies.get(scheme)
         if not proxy:
             return None
-        if urllib.request.proxy_bypass_environment(host, self._proxies):
+        if _httputil.bypasses_proxy(host, self._proxies.get("no")):
             return None
         return proxy if "://" in proxy else f"http://{proxy}"
 
@@ -508,9 +515,7 @@ _TRANSIENT_NAMES = frozenset(
 
 
 def _is_transient_session_error(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, http.client.HTTPException)) and not isinstance(
-        exc, ssl.SSLCertVerificationError
-    ):
+    if isinstance(exc, (OSError, http.client.HTTPException)) and not _is_certificate_error(exc):
         return True
     names = {cls.__name__ for cls in type(exc).__mro__}
     return bool(names & _TRANSIENT_NAMES) and "SSLError" not in names
