@@ -174,6 +174,19 @@ _OWNED_HEADERS = frozenset(
 )  # fmt: skip
 
 
+def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without ``user:password@`` (never printed or logged) and that pair."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
+
+
 def _name_for_url(url: str, request: FetchRequest, transport: Transport) -> str:
     """The file name for a URL (SPEC §2.1): path, query value, Content-Disposition."""
     from . import _exchange, _names
@@ -287,7 +300,10 @@ def http_download(
             f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
             "which picks by the scheme"
         )
+    url, from_url = _split_userinfo(url)
     url = _httputil.check_url(url)
+    if auth is None and from_url is not None:
+        auth = from_url  # user:password@ in the URL, as curl and requests take it
     seconds = _check_common(timeout, retries, connections)
     transport, basic = _http_transport(session, auth, ssl_context)
     path = _local_path(local_filepath)

@@ -329,12 +329,12 @@ class _Download:
             pass  # the original error matters more; the next call starts over
 
     def _sync_offset(self, before: int) -> bool:
-        """After a fault, continue from what is on disk; whether it passed ``before``."""
+        """After a fault, continue from what is on disk; whether that was real progress."""
         resumable = bool(self.state.get("validator")) and self.state.get("size") is not None
         self.offset = self.part.size() if resumable else 0
         if not resumable:
             self.verifier = None
-        return self.offset > before
+        return self.offset - before >= _parallel.MIN_PROGRESS
 
     def _attempt(self) -> bool:
         """One request; True when the body is complete on disk (or committed)."""
@@ -411,10 +411,20 @@ class _Download:
         sink_update = self.sink.update
         refresh = self.lock.refresh
         readinto = response.readinto
+        # Never past the known size: a body that goes on (a chunked answer
+        # that never ends) is cut there and its connection dropped.
+        end = total if total is not None else -1
+        full = len(view)
         f = self.part.open(start)
         try:
             while True:
-                n = readinto(view)
+                room = end - done
+                if end >= 0 and room < full:
+                    if room <= 0:
+                        break
+                    n = readinto(view[:room])
+                else:
+                    n = readinto(view)
                 if not n:
                     break
                 chunk = view[:n]

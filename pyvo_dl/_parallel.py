@@ -17,7 +17,7 @@ import time
 
 from . import _exchange, _httputil
 from ._errors import DownloadError
-from ._partfile import PartFile, disk_error
+from ._partfile import _NOFOLLOW, PartFile, disk_error
 from ._retry import RetryPolicy
 from ._transport import ConnectionFault
 
@@ -35,6 +35,10 @@ MIN_PART_SIZE = 4 * 1024 * 1024
 #: The engine's first request asks for this much from byte 0: a smaller
 #: object comes whole in one answer, a larger one tells its size and is split.
 FIRST_PART = 8 * 1024 * 1024
+#: A try that moved at least this much resets the retry count (here and in
+#: the single stream); less does not, so a server that sends a few bytes per
+#: connection cannot hold a download forever.
+MIN_PROGRESS = 64 * 1024
 #: How often (bytes per range) the part map is written to disk.
 _SAVE_EVERY = 8 * 1024 * 1024
 
@@ -101,7 +105,8 @@ class ParallelDownload:
         """Open (creating and preallocating if new) the ``.part``; return its fd."""
         fresh = not os.path.exists(self.part.path)
         try:
-            fd = os.open(self.part.path, os.O_WRONLY | os.O_CREAT, 0o666)
+            # Never through a link planted in place of the .part.
+            fd = os.open(self.part.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
         except OSError as exc:
             raise disk_error(exc, self.part.path, "create") from exc
         if fresh or os.fstat(fd).st_size != self.size:
@@ -157,6 +162,10 @@ class ParallelDownload:
         finally:
             if fd >= 0:
                 os.close(fd)
+            if not ok and not self._done:
+                # Not one byte arrived: keep no reservation of the announced
+                # size (it may be a lie) and nothing to resume.
+                self.part.discard()
             self.sink.finish(ok)
 
     def _save(self) -> None:
@@ -191,7 +200,7 @@ class ParallelDownload:
             except _Aborted:
                 return
             except ConnectionFault as fault:
-                attempt = 0 if part[2] > before else attempt
+                attempt = 0 if part[2] - before >= MIN_PROGRESS else attempt
                 attempt = _exchange.backoff(self.request, policy, attempt, fault, None)
             except _exchange.TransientStatus as status:
                 attempt = _exchange.backoff(
