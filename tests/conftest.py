@@ -43,6 +43,16 @@ if TYPE_CHECKING:
 
     from servers import RawHandler
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # the nobotocore env may run without it
+    _hypothesis_settings = None
+if _hypothesis_settings is not None:
+    # In CI the same examples every run: a failure there is reproducible.
+    _hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 
 
