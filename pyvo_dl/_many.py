@@ -133,38 +133,11 @@ def download_many(
     progress: Any = True,
     **kwargs: Any,
 ) -> list[Any]:
-    """Download many URLs and ``s3://`` URIs concurrently.
+    """Run ``pyvo_dl.download_many`` (its parameters are documented there).
 
-    Parameters
-    ----------
-    download : callable
-        ``pyvo_dl.download``: downloads one source to one path.
-    items : iterable
-        URLs, ``s3://`` URIs, or ``(source, local_path)`` pairs; a relative
-        ``local_path`` is under ``dest_dir``.
-    dest_dir : str or os.PathLike, optional
-        The folder for items without an absolute path (default: the current
-        folder).
-    workers : int, optional
-        Downloads running at once (default 8).
-    max_per_host : int, optional
-        Downloads running at once against one host (default: ``workers``).
-    executor : concurrent.futures.Executor, optional
-        Runs the items instead of an internal thread pool: a
-        ``ProcessPoolExecutor``, ``dask.distributed.Client.get_executor()``,
-        ``mpi4py.futures.MPIPoolExecutor``, ...
-    progress : bool or callable, optional
-        True: one aggregate display (files done/total, bytes, rate); False:
-        silent; a callable gets ``(files_done, files_total)``.
-    **kwargs
-        Passed to `http_download` / `aws_download` for every item (``cache``,
-        ``timeout``, ``retries``, ``checksum`` is not allowed here).
-
-    Returns
-    -------
-    list
-        One entry per item, in order: the path written, or the exception
-        that item ended with. It never stops at the first failure.
+    ``download`` is ``pyvo_dl.download``, which downloads one source to one
+    path; it is passed in so that this module does not import the public
+    entry row above it.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, not {workers!r}")
