@@ -21,6 +21,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gendoc import write_or_check
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator
@@ -438,21 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     int
         0 when written or current, 1 when ``--check`` finds it out of date.
     """
-    args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if args == ["--check"]:
-        try:
-            with open(API_MD, encoding="utf-8") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = ""
-        if current != text:
-            sys.stderr.write("docs/api.md is out of date: run python docs/gen_api.py\n")
-            return 1
-        return 0
-    with open(API_MD, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    return 0
+    return write_or_check(API_MD, render(), "docs/gen_api.py", argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ import io
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gendoc import write_or_check
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CLI_MD = os.path.join(HERE, "cli.md")
@@ -80,21 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     int
         0 when written or current, 1 when ``--check`` finds it out of date.
     """
-    args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if args == ["--check"]:
-        try:
-            with open(CLI_MD, encoding="utf-8") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = ""
-        if current != text:
-            sys.stderr.write("docs/cli.md is out of date: run python docs/gen_cli.py\n")
-            return 1
-        return 0
-    with open(CLI_MD, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    return 0
+    return write_or_check(CLI_MD, render(), "docs/gen_cli.py", argv)
 
 
 if __name__ == "__main__":
