@@ -1,7 +1,7 @@
 """HTTP protocol knowledge as pure functions (SPEC §3.2-3.4, §3.6, §6).
 
 URL checks, ``Range``/``Content-Range``, ``Content-Length``, validators for
-``If-Range``, ``Retry-After``, which statuses are transient or redirects,
+``If-Range``, ``Retry-After`` and HTTP-dates, which statuses are transient or redirects,
 the redirect policy (where we may go, which headers we may carry there) and
 the split of a body into ranges for parallel connections.
 
@@ -10,17 +10,17 @@ Pure functions: no sockets, no clock (``now`` is passed in), no environment.
 
 from __future__ import annotations
 
-import binascii
-import calendar
+# Kept to what the URL and header parsing needs: re (which loads functools
+# and collections with it) and urllib.parse. email.utils, calendar and typing
+# cost far more to import than a 1 MiB download takes (SPEC §6).
 import functools
 import re
-from email.utils import parsedate_tz
-from typing import NamedTuple
+from collections import namedtuple
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Final, Mapping
+    from typing import Final, Mapping, NamedTuple
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -37,6 +37,7 @@ __all__ = [
     "is_transient_status",
     "parse_content_length",
     "parse_content_range",
+    "parse_http_date",
     "parse_retry_after",
     "plan_ranges",
     "proxies_from_env",
@@ -140,7 +141,20 @@ def _ascii_netloc(url: str, netloc: str) -> str:
     return quote(userinfo, safe=_URL_SAFE) + at + ascii_host + colon + port
 
 
-class ContentRange(NamedTuple):
+if TYPE_CHECKING:
+
+    class _ContentRangeFields(NamedTuple):
+        start: int | None
+        end: int | None
+        total: int | None
+
+else:
+    # collections.namedtuple, not typing.NamedTuple: the same class at run
+    # time without importing typing; type checkers see the typed fields.
+    _ContentRangeFields = namedtuple("ContentRange", ["start", "end", "total"], module=__name__)
+
+
+class ContentRange(_ContentRangeFields):
     """A parsed ``Content-Range`` header.
 
     Attributes
@@ -152,9 +166,7 @@ class ContentRange(NamedTuple):
         The complete length, ``None`` when the server sent ``*``.
     """
 
-    start: int | None
-    end: int | None
-    total: int | None
+    __slots__ = ()
 
 
 def parse_content_range(value: str) -> ContentRange:
@@ -288,6 +300,152 @@ def parse_content_length(value: str | None) -> int | None:
     return lengths.pop() if len(lengths) == 1 else None
 
 
+_MONTH_NAMES: Final = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+# RFC 9110 writes "Nov"; the full names are what email.utils also read.
+_MONTHS: Final = {
+    **{name[:3]: number for number, name in enumerate(_MONTH_NAMES, 1)},
+    **{name: number for number, name in enumerate(_MONTH_NAMES, 1)},
+}
+_DAY_NAMES: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# Not checked against the date: RFC 9110 does not ask recipients to.
+_WEEKDAYS: Final = frozenset([*_DAY_NAMES, *(name[:3] for name in _DAY_NAMES)])
+# Hours east of UTC. HTTP sends only GMT; the other names are the zones
+# email.utils knew (RFC 5322's obsolete ones, UTC and Z), read as before.
+_ZONE_HOURS: Final = {
+    "gmt": 0, "ut": 0, "utc": 0, "z": 0, "ast": -4, "adt": -3, "est": -5, "edt": -4,
+    "cst": -6, "cdt": -5, "mst": -7, "mdt": -6, "pst": -8, "pdt": -7,
+}  # fmt: skip
+_DAYS_BEFORE_MONTH: Final = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+_DAYS_IN_MONTH: Final = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+#: Days from 0001-01-01 to 1970-01-01 in the proleptic Gregorian calendar.
+_EPOCH_DAYS: Final = 719162
+
+
+def parse_http_date(value: str) -> int | None:
+    """Parse an HTTP-date into seconds since the epoch (RFC 9110 §5.6.7).
+
+    The three forms recipients must accept: IMF-fixdate
+    (``Sun, 06 Nov 1994 08:49:37 GMT``), the obsolete RFC 850 form
+    (``Sunday, 06-Nov-94 08:49:37 GMT``) and asctime's
+    (``Sun Nov  6 08:49:37 1994``, always GMT). With the latitude
+    ``email.utils`` gave them, which this replaces: names in any case, short
+    or long, any run of spaces, day and time fields of one or two digits,
+    and besides ``GMT`` a ``+hhmm``/``-hhmm`` offset or an RFC 5322 zone
+    name (``UT``, ``EST``...), ``UTC`` or ``Z``. A year of one or two digits
+    (the RFC 850 form's) is 1969-1999 from ``69`` to ``99``, else 2000-2068,
+    as ``email.utils`` and POSIX ``%y`` read it.
+
+    Parameters
+    ----------
+    value : str
+        The header value (a ``Retry-After``, ``Last-Modified``...).
+
+    Returns
+    -------
+    int or None
+        Exact seconds since 1970-01-01 00:00:00 UTC, for any year (no
+        9999 limit: Python integers have none); ``None`` for anything else,
+        including a day, hour, minute or second out of range (a leap second
+        ``:60`` is accepted and counts as the next minute's first).
+
+    Examples
+    --------
+    >>> parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT")
+    784111777
+    >>> parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT")
+    784111777
+    >>> parse_http_date("Sun Nov  6 08:49:37 1994")
+    784111777
+    >>> parse_http_date("Sun, 31 Nov 1994 08:49:37 GMT") is None
+    True
+    """
+    parsed = _parse_http_date(value)
+    return None if parsed is None else parsed[1]
+
+
+def _parse_http_date(text: str) -> tuple[int, int] | None:
+    """``(year, seconds since the epoch)`` of an HTTP-date, or ``None``."""
+    words = text.split()
+    if len(words) == 6 and words[0].endswith(","):
+        weekday, day, month, year_text, clock, zone = words
+        weekday = weekday[:-1]
+    elif len(words) == 4 and words[0].endswith(",") and words[1].count("-") == 2:
+        weekday, date, clock, zone = words
+        weekday = weekday[:-1]
+        day, month, year_text = date.split("-")
+    elif len(words) == 5:
+        weekday, month, day, clock, year_text = words
+        zone = "GMT"
+    else:
+        return None
+    month_number = _MONTHS.get(month.lower())
+    offset = _zone_offset(zone)
+    year = _decimal(year_text, len(year_text))
+    if weekday.lower() not in _WEEKDAYS or month_number is None or offset is None or year is None:
+        return None
+    if len(year_text) <= 2:
+        # email.utils' fixed pivot, kept. RFC 9110's rule (more than 50
+        # years ahead means the past) needs the clock, and differs only for
+        # the years the pivot puts in the past though they are at most 50
+        # years ahead (69-75 in 2025): it would wait long instead of not.
+        year += 1900 if year >= 69 else 2000
+    numbers = [_decimal(piece, 2) for piece in (day, *clock.split(":"))]
+    if len(numbers) != 4:
+        return None
+    day_number, hour, minute, second = numbers
+    if day_number is None or hour is None or minute is None or second is None:
+        return None
+    if not (1 <= day_number <= _days_in_month(year, month_number)):
+        return None
+    if hour > 23 or minute > 59 or second > 60:
+        return None
+    days = _days_since_epoch(year, month_number, day_number)
+    return year, ((days * 24 + hour) * 60 + minute) * 60 + second - offset
+
+
+def _decimal(text: str, max_digits: int) -> int | None:
+    # isdigit() alone would accept superscripts and other scripts' digits.
+    if not (0 < len(text) <= max_digits and text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts (3.11+): no date either
+        return None
+
+
+def _zone_offset(zone: str) -> int | None:
+    """Seconds east of UTC of a zone name or ``+hhmm``/``-hhmm``, else ``None``."""
+    hours = _ZONE_HOURS.get(zone.lower())
+    if hours is not None:
+        return hours * 3600
+    if len(zone) != 5 or zone[0] not in ("+", "-"):
+        return None
+    hours, minutes = _decimal(zone[1:3], 2), _decimal(zone[3:], 2)
+    if hours is None or minutes is None or minutes > 59:
+        return None
+    offset = hours * 3600 + minutes * 60
+    return -offset if zone[0] == "-" else offset
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _days_in_month(year: int, month: int) -> int:
+    return 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    # datetime.date.toordinal()'s count, without its year 9999 limit.
+    past = year - 1
+    days = past * 365 + past // 4 - past // 100 + past // 400
+    days += _DAYS_BEFORE_MONTH[month - 1] + (month > 2 and _is_leap(year)) + day - 1
+    return days - _EPOCH_DAYS
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Parse a ``Retry-After`` header value into seconds to wait.
 
@@ -321,19 +479,14 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if _DIGITS.fullmatch(text):
         return float(text)
-    try:
-        fields = parsedate_tz(text)
-    except (TypeError, ValueError, IndexError, OverflowError):  # pragma: no cover - old Pythons
+    parsed = _parse_http_date(text)
+    if parsed is None:
         return None
-    if fields is None:
-        return None
-    # A date without a zone is GMT in HTTP (asctime form), never local time.
-    try:
-        when = calendar.timegm(fields[:6]) - (fields[9] or 0)
-    except (ValueError, OverflowError):
-        # Only a year past 9999 (datetime's limit) gets here: as absurdly
-        # far ahead as an overflowing number of seconds, and treated alike.
-        return float("inf") if fields[0] > 9999 else None
+    year, when = parsed
+    if year > 9999:
+        # As absurdly far ahead as an overflowing number of seconds, and
+        # treated alike (email.utils and datetime stopped at 9999: kept).
+        return float("inf")
     return max(0.0, float(when) - now)
 
 
@@ -598,7 +751,10 @@ def basic_auth_header(user: str, password: str) -> str:
     if ":" in user:
         # The password is not named: messages end up in logs.
         raise ValueError(f"a Basic auth user name cannot contain ':': {user!r}")
-    # binascii, not base64: base64 imports re and struct for nothing here.
+    # binascii, not base64: base64 imports struct for nothing here. At first
+    # use: only a download with credentials builds this header.
+    import binascii  # noqa: PLC0415
+
     token = binascii.b2a_base64(f"{user}:{password}".encode(), newline=False)
     return "Basic " + token.decode("ascii")
 

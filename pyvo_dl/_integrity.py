@@ -10,20 +10,18 @@ Pure except :func:`file_digests`, which reads the file it is given.
 
 from __future__ import annotations
 
-import base64
-import binascii
+# hashlib (OpenSSL), zlib and base64 are imported where a checksum is
+# parsed or computed: a download without one never loads them (SPEC §6).
+# functools and collections come with re anyway.
 import functools
-import hashlib
-import importlib
 import re
 import sys
-import zlib
-from typing import NamedTuple
+from collections import namedtuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
-    from typing import Any, Callable, Final, Iterable, Mapping, Union
+    from typing import Any, Callable, Final, Iterable, Mapping, NamedTuple, Union
 
     _Buffer = Union[bytes, bytearray, memoryview]
 
@@ -60,18 +58,26 @@ _CRC32C_CHECK: Final = 0xE3069283  # crc32c(b"123456789"), RFC 3720 / the CRC ca
 
 def _new_hash(algorithm: str) -> Any:
     if algorithm == "crc32":
-        return _Crc(_zlib_crc32)
+        return _Crc(_zlib_crc32())
     if algorithm == "crc32c":
         return _Crc(_crc32c_function())
+    import hashlib
+
     return hashlib.new(algorithm, **_HASH_KWARGS)
 
 
 def _canonical_algorithm(name: str) -> str | None:
     lowered = name.strip().lower()
-    known = {algorithm.lower(): algorithm for algorithm in hashlib.algorithms_available}
-    known.update((crc, crc) for crc in _CRC_SIZES)
     # "SHA-256" and "sha3-256" are how people (and RFC 3230) spell them.
-    for candidate in (lowered, lowered.replace("-", ""), lowered.replace("-", "_")):
+    candidates = (lowered, lowered.replace("-", ""), lowered.replace("-", "_"))
+    # The CRCs first, so that a crc32c-only download never loads OpenSSL.
+    for candidate in candidates:
+        if candidate in _CRC_SIZES:
+            return candidate
+    import hashlib
+
+    known = {algorithm.lower(): algorithm for algorithm in hashlib.algorithms_available}
+    for candidate in candidates:
         if candidate in known:
             return known[candidate]
     return None
@@ -87,7 +93,19 @@ def _digest_size(spec: str, algorithm: str) -> int:
         raise ValueError(f"checksum {spec!r}: algorithm {algorithm!r} is not usable: {e}") from e
 
 
-class Checksum(NamedTuple):
+if TYPE_CHECKING:
+
+    class _ChecksumFields(NamedTuple):
+        algorithm: str
+        expected: str
+
+else:
+    # collections.namedtuple, not typing.NamedTuple: the same class at run
+    # time without importing typing; type checkers see the typed fields.
+    _ChecksumFields = namedtuple("Checksum", ["algorithm", "expected"], module=__name__)
+
+
+class Checksum(_ChecksumFields):
     """An expected digest: the algorithm and its value in lower-case hex.
 
     Attributes
@@ -99,8 +117,7 @@ class Checksum(NamedTuple):
         The expected digest in lower-case hex (CRCs: 8 digits, big-endian).
     """
 
-    algorithm: str
-    expected: str
+    __slots__ = ()
 
     @classmethod
     def parse(cls, spec: str) -> Checksum:
@@ -143,6 +160,8 @@ class Checksum(NamedTuple):
             )
         algorithm = _canonical_algorithm(name)
         if algorithm is None:
+            import hashlib
+
             choices = ", ".join(sorted(hashlib.algorithms_guaranteed | set(_CRC_SIZES)))
             raise ValueError(f"checksum {spec!r}: unknown algorithm {name!r}; use one of {choices}")
         if not _HEX.fullmatch(digest):
@@ -188,6 +207,9 @@ def checksums_from_s3_headers(headers: Mapping[str, str]) -> list[Checksum]:
     [Checksum(algorithm='md5', expected='d41d8cd98f00b204e9800998ecf8427e'), \
 Checksum(algorithm='crc32', expected='00000000')]
     """
+    import base64
+    import binascii
+
     lower = {name.lower(): value.strip() for name, value in headers.items()}
     found = []
     etag = lower.get("etag", "").strip('"')
@@ -229,8 +251,11 @@ class _Crc:
         return format(self._value, "08x")
 
 
-def _zlib_crc32(crc: int, data: _Buffer) -> int:
-    return zlib.crc32(data, crc)
+def _zlib_crc32() -> Callable[[int, _Buffer], int]:
+    """zlib's CRC-32 as a ``(crc, data) -> crc`` function."""
+    from zlib import crc32
+
+    return lambda crc, data: crc32(data, crc)
 
 
 @functools.lru_cache(maxsize=None)
@@ -257,8 +282,10 @@ def _crc32c_python(crc: int, data: _Buffer) -> int:
 def _optional_module(name: str) -> Any:
     # Looked up by name at first use, so that no third-party import happens
     # unless a crc32c is actually checked; any failure means "not there".
+    # __import__, not importlib.import_module: the same for a top-level
+    # name, without importing importlib.
     try:
-        return importlib.import_module(name)
+        return __import__(name)
     except Exception:
         return None
 

@@ -8,8 +8,6 @@ here sleeps.
 
 from __future__ import annotations
 
-import random
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Final
@@ -25,6 +23,18 @@ MAX_RETRY_AFTER: Final = 300.0
 _MAX_EXPONENT: Final = 64
 
 
+def _random() -> float:
+    """``random.random()``, importing random at the first delay drawn.
+
+    Most downloads never retry; random (with hashlib's sha512 and bisect)
+    stays off their import path. Same global generator: ``random.seed``
+    still applies.
+    """
+    import random  # noqa: PLC0415 - see the docstring
+
+    return random.random()
+
+
 class RetryPolicy:
     """Backoff policy: how many retries, and how long to wait before each.
 
@@ -38,7 +48,9 @@ class RetryPolicy:
         Seconds; the wait bound never exceeds this.
     rng : callable, optional
         Returns a float in ``[0, 1)``; the default source of jitter, used
-        when :meth:`delay` is not given one. Not part of equality or repr.
+        when :meth:`delay` is not given one (by default ``random.random``,
+        called through a function that imports :mod:`random` on first
+        use). Not part of equality or repr.
 
     Raises
     ------
@@ -56,19 +68,24 @@ class RetryPolicy:
 
     # A plain immutable class: dataclasses would import inspect (SPEC §6).
     __slots__ = ("base", "cap", "retries", "rng")
+    # Declared for type checkers only: the values live in the slots above.
+    retries: int
+    base: float
+    cap: float
+    rng: Callable[[], float]
 
     def __init__(
         self,
         retries: int = DEFAULT_RETRIES,
         base: float = 0.5,
         cap: float = 20.0,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] = _random,
     ) -> None:
         for name, value in (("retries", retries), ("base", base), ("cap", cap)):
             if value < 0:
                 raise ValueError(f"RetryPolicy.{name} must be >= 0, not {value!r}")
-        for name, value in (("retries", retries), ("base", base), ("cap", cap), ("rng", rng)):
-            object.__setattr__(self, name, value)
+        for name, field in (("retries", retries), ("base", base), ("cap", cap), ("rng", rng)):
+            object.__setattr__(self, name, field)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"RetryPolicy is immutable: cannot set {name!r}")

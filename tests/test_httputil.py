@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
+import email.utils
 import math
+import pickle
 import re
+import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -22,6 +27,7 @@ from pyvo_dl._httputil import (
     is_transient_status,
     parse_content_length,
     parse_content_range,
+    parse_http_date,
     parse_retry_after,
     plan_ranges,
     resolve_redirect,
@@ -138,6 +144,17 @@ def test_content_range_round_trips(value: str) -> None:
     assert format_content_range(*parse_content_range(value)) == value
 
 
+def test_content_range_is_a_named_tuple() -> None:
+    parsed = parse_content_range("bytes 100-199/1000")
+    assert (parsed.start, parsed.end, parsed.total) == (100, 199, 1000)
+    assert repr(parsed) == "ContentRange(start=100, end=199, total=1000)"
+    assert ContentRange._fields == ("start", "end", "total")
+    assert type(parsed._replace(total=None)) is ContentRange
+    assert pickle.loads(pickle.dumps(parsed)) == parsed
+    assert not hasattr(parsed, "__dict__")
+    assert parsed == (100, 199, 1000)
+
+
 @pytest.mark.parametrize(
     ("start", "end", "expected"),
     [(0, None, "bytes=0-"), (1024, None, "bytes=1024-"), (0, 0, "bytes=0-0"), (5, 9, "bytes=5-9")],
@@ -207,6 +224,152 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 
 def test_parse_retry_after_overflowing_number_is_infinite_not_an_error() -> None:
     assert parse_retry_after("9" * 400, NOW) == math.inf
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Sat, 01 Jan 10000 00:00:00 GMT", math.inf),
+        ("Sun Nov  6 08:49:37 99999999999999999999", math.inf),
+        ("Sunday, 06-Nov-10000 08:49:37 GMT", math.inf),
+        # The year as written decides, as when datetime refused it.
+        ("Sat, 01 Jan 10000 00:30:00 +0100", math.inf),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 253402300799.0 - NOW),
+    ],
+)
+def test_parse_retry_after_far_future(value: str, expected: float) -> None:
+    assert parse_retry_after(value, NOW) == expected
+
+
+# -- HTTP-date (RFC 9110 §5.6.7) -------------------------------------------------------
+
+# NOW as each of the three forms, and what email.utils also read.
+SAME_INSTANT = [
+    "Sun, 06 Nov 1994 08:49:37 GMT",
+    "Sunday, 06-Nov-94 08:49:37 GMT",
+    "Sun Nov  6 08:49:37 1994",
+    "Sun Nov 6 08:49:37 1994",
+    "sun, 06 nov 1994 08:49:37 gmt",
+    "  Sun,  06 Nov 1994\t08:49:37 GMT ",
+    "Sun, 6 Nov 1994 08:49:37 GMT",
+    "Sun, 06 November 1994 08:49:37 GMT",
+    "Sunday, 06 Nov 1994 08:49:37 GMT",
+    "Sun, 06-Nov-1994 08:49:37 GMT",
+    "Sun, 06 Nov 94 08:49:37 GMT",
+    "Sun, 06 Nov 1994 08:49:37 UTC",
+    "Sun, 06 Nov 1994 08:49:37 UT",
+    "Sun, 06 Nov 1994 08:49:37 Z",
+    "Sun, 06 Nov 1994 08:49:37 +0000",
+    "Sun, 06 Nov 1994 08:49:37 -0000",
+    "Sun, 06 Nov 1994 09:49:37 +0100",
+    "Sun, 06 Nov 1994 03:19:37 -0530",
+    "Sun, 06 Nov 1994 03:49:37 EST",
+    "Sun, 06 Nov 1994 00:49:37 PST",
+    "Sunday, 06-Nov-94 01:49:37 PDT",
+]
+
+
+@pytest.mark.parametrize("value", SAME_INSTANT)
+def test_parse_http_date_forms(value: str) -> None:
+    assert parse_http_date(value) == int(NOW)
+
+
+#: Seconds in 400 Gregorian years.
+CYCLE = 146097 * 86400
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0),
+        ("Wed, 31 Dec 1969 23:59:59 GMT", -1),
+        ("Tue, 29 Feb 2000 12:00:00 GMT", 951825600),
+        ("Thu, 29 Feb 2024 00:00:00 GMT", 1709164800),
+        # A leap second counts as the first second of the next minute.
+        ("Sat, 31 Dec 2016 23:59:60 GMT", 1483228800),
+        ("Mon, 01 Jan 0001 00:00:00 GMT", -62135596800),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 253402300799),
+        # Beyond datetime's range: still exact, no guard needed. The
+        # Gregorian calendar repeats every 400 years (146097 days).
+        ("Sat, 01 Jan 10000 00:00:00 GMT", 253402300800),
+        ("Sat Jan  1 00:00:00 100000", 946684800 + 245 * CYCLE),
+        ("Sun Nov  6 08:49:37 40000000000000001994", int(NOW) + 10**17 * CYCLE),
+    ],
+)
+def test_parse_http_date_values(value: str, expected: int) -> None:
+    assert parse_http_date(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("two_digits", "year"),
+    [("00", 2000), ("01", 2001), ("49", 2049), ("50", 2050), ("68", 2068), ("69", 1969),
+     ("70", 1970), ("94", 1994), ("99", 1999), ("7", 2007)],
+)  # fmt: skip
+def test_parse_http_date_two_digit_years(two_digits: str, year: int) -> None:
+    """email.utils' reading (POSIX %y): 69-99 are 19xx, 00-68 are 20xx."""
+    value = f"Thursday, 01-Jan-{two_digits} 00:00:00 GMT"
+    assert parse_http_date(value) == calendar.timegm((year, 1, 1, 0, 0, 0))
+    fields = email.utils.parsedate_tz(value)
+    assert fields is not None
+    assert parse_http_date(value) == calendar.timegm(fields[:6])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "   ",
+        "soon",
+        "784111777",
+        "Sun, 06 Nov 1994",
+        "Sun, 06 Nov 1994 08:49:37",
+        "Sun, 06 Nov 1994 08:49 GMT",
+        "Sun, 06 Nov 1994 08:49:37:00 GMT",
+        "Sun, 06 Nov 1994 08.49.37 GMT",
+        "Sun, 06 Nov 1994 08:49:37 GMT GMT",
+        "Sun 06 Nov 1994 08:49:37 GMT",
+        "06 Nov 1994 08:49:37 GMT",
+        "Sun Nov  6 08:49:37 1994 GMT",
+        "Sun, Nov  6 08:49:37 1994",
+        "Sunday, 06-Nov 94 08:49:37 GMT",
+        "Sunday, 06-Nov-94-1 08:49:37 GMT",
+        "Sunday, 06-Nov- 08:49:37 GMT",
+        "Mon, 32 Foo 1994 08:49:37 GMT",
+        "Xyz, 06 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:49:37 FOO",
+        "Sun, 06 Nov 1994 08:49:37 +01",
+        "Sun, 06 Nov 1994 08:49:37 +01:00",
+        "Sun, 06 Nov 1994 08:49:37 +0160",
+        "Sun, 06 Nov 1994 08:49:37 +99999",
+        "Sun, 00 Nov 1994 08:49:37 GMT",
+        "Sun, 31 Nov 1994 08:49:37 GMT",
+        "Thu, 29 Feb 1900 00:00:00 GMT",
+        "Sun, 006 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 24:00:00 GMT",
+        "Sun, 06 Nov 1994 08:60:00 GMT",
+        "Sun, 06 Nov 1994 08:49:61 GMT",
+        "Sun, 06 Nov 1994 008:49:37 GMT",
+        "Sun, 06 Nov -1994 08:49:37 GMT",
+        "Sun, 06 Nov +1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:49:3 7 GMT",
+        "Sun, 0\u0666 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 199\u00b9 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:49:37 +0\u0661\u0660\u0660",
+    ],
+)
+def test_parse_http_date_refuses(value: str) -> None:
+    assert parse_http_date(value) is None
+
+
+def test_parse_http_date_survives_a_year_int_cannot_read() -> None:
+    # Python 3.11+ refuses to convert more than 4300 digits: no date, no error.
+    value = "Sun Nov  6 08:49:37 " + "9" * 5000
+    result = parse_http_date(value)
+    if getattr(sys, "get_int_max_str_digits", lambda: 0)():
+        assert result is None
+    else:
+        assert result is not None
+        assert result > 0
 
 
 @pytest.mark.parametrize(
@@ -423,6 +586,74 @@ def test_content_range_format_then_parse(start: int, length: int, total: int | N
 def test_parse_retry_after_never_fails_nor_goes_negative(value: str) -> None:
     result = parse_retry_after(value, NOW)
     assert result is None or result >= 0.0
+
+
+#: The timestamps datetime can format: 0001-01-01 to 9999-12-31.
+FIRST_SECOND = -62135596800
+LAST_SECOND = 253402300799
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: 0100-01-01: email.utils read a zero-padded year below 100 as two digits.
+YEAR_100 = -59011459200
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+LONG_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def imf_fixdate(seconds: int) -> str:
+    """``email.utils.formatdate(seconds, usegmt=True)``, before 1970 as well.
+
+    formatdate goes through the platform's gmtime(), which Windows refuses
+    for negative times; format_datetime is what it calls next.
+    """
+    if seconds >= 0:
+        return email.utils.formatdate(seconds, usegmt=True)
+    return email.utils.format_datetime(EPOCH + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.property
+@given(st.integers(FIRST_SECOND, LAST_SECOND))
+def test_parse_http_date_reads_what_email_utils_writes(seconds: int) -> None:
+    assert parse_http_date(imf_fixdate(seconds)) == seconds
+
+
+@pytest.mark.property
+@given(st.integers(FIRST_SECOND, LAST_SECOND))
+def test_parse_http_date_three_forms_agree(seconds: int) -> None:
+    when = EPOCH + timedelta(seconds=seconds)
+    clock = f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+    weekday, month = WEEKDAYS[when.weekday()], MONTHS[when.month - 1]
+    asctime = f"{weekday} {month} {when.day:2d} {clock} {when.year:04d}"
+    assert parse_http_date(asctime) == seconds
+    if 1969 <= when.year <= 2068:
+        long_weekday = LONG_WEEKDAYS[when.weekday()]
+        rfc850 = f"{long_weekday}, {when.day:02d}-{month}-{when.year % 100:02d} {clock} GMT"
+        assert parse_http_date(rfc850) == seconds
+
+
+ZONES = ["GMT", "UT", "UTC", "Z", "EST", "EDT", "CST", "CDT", "MST", "MDT", "PST", "PDT",
+         "AST", "ADT", "+0000", "-0000", "+0100", "-0530", "+1345", "-2359", "+9959"]  # fmt: skip
+
+
+@pytest.mark.property
+@given(
+    st.integers(YEAR_100, LAST_SECOND),
+    st.sampled_from(ZONES),
+    st.sampled_from(["imf", "asctime", "rfc850"]),
+)
+def test_parse_http_date_agrees_with_email_utils(seconds: int, zone: str, form: str) -> None:
+    """The parser it replaced, on every well-formed date: the same instant."""
+    when = EPOCH + timedelta(seconds=seconds)
+    clock = f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+    weekday, month = WEEKDAYS[when.weekday()], MONTHS[when.month - 1]
+    if form == "asctime":
+        value = f"{weekday} {month} {when.day:2d} {clock} {when.year}"
+    elif form == "rfc850" and 1969 <= when.year <= 2068:
+        value = f"{weekday}, {when.day:02d}-{month}-{when.year % 100:02d} {clock} {zone}"
+    else:
+        value = f"{weekday}, {when.day:02d} {month} {when.year:04d} {clock} {zone}"
+    fields = email.utils.parsedate_tz(value)
+    assert fields is not None
+    assert parse_http_date(value) == calendar.timegm(fields[:6]) - (fields[9] or 0)
 
 
 @pytest.mark.property

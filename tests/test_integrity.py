@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import email.message
 import hashlib
 import importlib.util
+import os
 import pathlib
+import pickle
 import re
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 
 import pytest
@@ -91,6 +97,7 @@ def test_has_fast_crc32c_tells_whether_an_extension_is_used() -> None:
         ("sha1:" + SHA1, Checksum("sha1", SHA1)),
         ("crc32:" + CRC32, Checksum("crc32", CRC32)),
         ("CRC32C:" + CRC32C.upper(), Checksum("crc32c", CRC32C)),
+        ("CRC-32C:" + CRC32C, Checksum("crc32c", CRC32C)),
         ("sha3-256:" + "ab" * 32, Checksum("sha3_256", "ab" * 32)),
         ("sha3_512:" + "ab" * 64, Checksum("sha3_512", "ab" * 64)),
         ("blake2b:" + "cd" * 64, Checksum("blake2b", "cd" * 64)),
@@ -139,6 +146,56 @@ def test_checksum_round_trips(spec: str) -> None:
     checksum = Checksum.parse(spec)
     assert str(checksum) == spec
     assert Checksum.parse(str(checksum)) == checksum
+
+
+def test_checksum_is_a_named_tuple() -> None:
+    checksum = Checksum("md5", MD5)
+    assert checksum == ("md5", MD5)
+    assert (checksum.algorithm, checksum.expected) == ("md5", MD5)
+    assert repr(checksum) == f"Checksum(algorithm='md5', expected='{MD5}')"
+    assert Checksum._fields == ("algorithm", "expected")
+    assert type(checksum._replace(expected="0" * 32)) is Checksum
+    assert pickle.loads(pickle.dumps(checksum)) == checksum
+    assert hash(checksum) == hash(("md5", MD5))
+    assert not hasattr(checksum, "__dict__")
+
+
+def test_hashlib_is_imported_only_for_a_hashlib_checksum() -> None:
+    """OpenSSL costs milliseconds to load: no checksum or a CRC never loads it."""
+    code = textwrap.dedent(
+        """
+        import sys
+        BEFORE = set(sys.modules)
+        from pyvo_dl._integrity import Checksum, Verifier, file_digests
+        LAZY = ("hashlib", "zlib", "base64", "typing")
+        def loaded():
+            return sorted(m for m in LAZY if m in set(sys.modules) - BEFORE)
+        verifier = Verifier([])
+        verifier.update(b"123456789")
+        assert verifier.mismatches() == [] and file_digests("no such file", []).checksums == ()
+        print(loaded())
+        verifier = Verifier([Checksum.parse("crc32c:e3069283")])
+        verifier.update(b"123456789")
+        assert verifier.mismatches() == []
+        print(loaded())
+        verifier = Verifier([Checksum.parse("crc32:cbf43926")])
+        verifier.update(b"123456789")
+        assert verifier.mismatches() == []
+        print(loaded())
+        Checksum.parse("sha256:" + "0" * 64)
+        print(loaded())
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # -S: a site-packages .pth hook may import hashlib or typing before us.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    phases = [ast.literal_eval(line) for line in result.stdout.splitlines()]
+    no_checksum, crc32c_only, crc32_only, sha256 = phases
+    assert no_checksum == crc32c_only == []
+    assert "hashlib" not in crc32_only
+    assert "hashlib" in sha256
 
 
 # -- checksums_from_s3_headers -------------------------------------------------------------

@@ -244,3 +244,28 @@ def test_runs_from_a_checkout_without_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "pyvo-dl" in result.stdout
+
+
+def test_protocol_modules_leave_heavy_stdlib_unloaded() -> None:
+    """The modules every download runs through import none of these (SPEC §6).
+
+    email.utils alone (with calendar, datetime, socket...) cost more than a
+    whole 1 MiB download from a local server.
+    """
+    lazy = ["typing", "email", "email.utils", "calendar", "hashlib", "random", "json", "datetime"]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        before = set(sys.modules)
+        import pyvo_dl._httputil, pyvo_dl._integrity, pyvo_dl._retry, pyvo_dl._names
+        new = set(sys.modules) - before
+        print(sorted(m for m in {lazy!r} if m in new))
+        """
+    )
+    # -S: a .pth hook in site-packages (certifi, coverage...) may load typing
+    # or random before the code runs, hiding what these modules import.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]", f"these modules loaded: {result.stdout.strip()}"

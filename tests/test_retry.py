@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import random
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from hypothesis import given
@@ -90,6 +95,38 @@ def test_default_random_source_stays_within_the_bound() -> None:
     policy = RetryPolicy()
     delays = [policy.delay(2) for _ in range(200)]
     assert all(0.0 <= delay < 2.0 for delay in delays)
+
+
+def test_default_random_source_is_randoms_global_generator() -> None:
+    state = random.getstate()
+    try:
+        random.seed(6)
+        expected = random.random() * 2.0
+        random.seed(6)
+        assert RetryPolicy().delay(2) == expected
+    finally:
+        random.setstate(state)
+
+
+def test_random_is_imported_at_the_first_default_delay() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        before = set(sys.modules)
+        from pyvo_dl._retry import RetryPolicy
+        policy = RetryPolicy()
+        policy.delay(3, rng=lambda: 0.5)
+        print("random" in set(sys.modules) - before)
+        policy.delay(3)
+        print("random" in set(sys.modules) - before)
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # -S: a site-packages .pth hook may import random before us.
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert result.stdout.split() == ["False", "True"]
 
 
 @pytest.mark.parametrize(
