@@ -1,25 +1,29 @@
-"""HTTP transports: the standard library's http.client, or a requests-like session.
+"""HTTP transports: HTTP/1.1 on plain sockets, or a requests-like session.
 
-This is the one module that knows socket, ssl and http.client exceptions: it
-turns every network fault into :class:`ConnectionFault` (retryable) or
+This is the one module that knows sockets and ssl: it turns every network
+fault into :class:`ConnectionFault` (retryable) or
 :class:`~pyvo_dl.DownloadError` (not), chained with ``from``.
 
-:class:`StdlibTransport` keeps idle keep-alive connections per origin and
-reuses them; a request sent on a reused connection that the server closed in
-the meantime (the keep-alive race every client meets) is sent again once on a
-fresh connection. :class:`SessionTransport` adapts a ``requests.Session``-like
-object so that pyvo's authenticated sessions keep working.
+:class:`StdlibTransport` speaks HTTP/1.1 itself, on the standard library's
+sockets: a download sends GET and HEAD with a handful of headers and reads
+one answer at a time, which takes a fraction of the code (and of the time
+per request) of ``http.client`` and its ``email`` header parser. It keeps
+idle keep-alive connections per origin and reuses them; a request sent on a
+reused connection that the server closed in the meantime (the keep-alive
+race every client meets) is sent again once on a fresh connection.
+:class:`SessionTransport` adapts a ``requests.Session``-like object so that
+pyvo's authenticated sessions keep working.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
+import re
 import socket
 import sys
-import threading
 import time
 import urllib.parse
+from _thread import allocate_lock
 
 from . import _httputil
 from ._errors import DownloadError
@@ -27,7 +31,7 @@ from ._errors import DownloadError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
-    from typing import Any, Mapping, Optional, Tuple, Union
+    from typing import Any, BinaryIO, Mapping, Optional, Tuple, Union
 
     Headers = Mapping[str, str]
     PoolKey = Tuple[str, str, int, Optional[str]]
@@ -38,8 +42,16 @@ _MAX_FILL_SECONDS = 0.2
 MAX_IDLE_PER_ORIGIN = 16
 #: Error bodies are read up to this size only (S3's XML errors are tiny).
 MAX_ERROR_BODY = 64 * 1024
+#: As http.client: more header lines, or a longer line, is a broken answer.
+_MAX_HEADERS = 100
+_MAX_LINE = 65536
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_READ_BUFFER = 64 * 1024
+#: Origins whose routes are remembered (a crawl over many hosts starts over).
+_MAX_ROUTES = 1024
+#: What may not appear in a request target (as http.client refuses).
+_BAD_TARGET = re.compile("[\x00-\x20\x7f]")
 
 
 class ConnectionFault(DownloadError):
@@ -52,6 +64,18 @@ class ConnectionFault(DownloadError):
 
 class TimeoutFault(ConnectionFault):
     """No byte arrived (or no connection was made) within ``timeout`` seconds."""
+
+
+class ProtocolError(Exception):
+    """The server's answer is not HTTP/1.x as it must be (a transient fault)."""
+
+
+class IncompleteBody(ProtocolError):
+    """The connection ended before the body did."""
+
+    def __init__(self, received: int, expected: int | None) -> None:
+        more = "" if expected is None else f", {expected} more expected"
+        super().__init__(f"the body ended after {received} bytes of this read{more}")
 
 
 class _StaleConnection(Exception):
@@ -68,7 +92,7 @@ def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
     """Map a low-level exception to ConnectionFault (retryable) or DownloadError."""
     if _is_certificate_error(exc):
         return DownloadError(
-            f"TLS certificate verification failed for {url}: {exc.verify_message}. "
+            f"TLS certificate verification failed for {url}: {exc.verify_message}. "  # type: ignore[attr-defined]
             "If the server uses a private CA, pass ssl_context= with that CA loaded "
             "(ssl.create_default_context(cafile=...)) or set SSL_CERT_FILE."
         )
@@ -77,76 +101,18 @@ def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
         return DownloadError(f"cannot resolve host {host!r} of {url}: {exc}")
     if isinstance(exc, socket.timeout):
         return TimeoutFault(f"timed out while {action} {url}")
-    if isinstance(exc, http.client.IncompleteRead):
-        return ConnectionFault(f"connection closed early while {action} {url}: {exc!r}")
-    if isinstance(exc, (OSError, http.client.HTTPException)):
+    if isinstance(exc, IncompleteBody):
+        return ConnectionFault(f"connection closed early while {action} {url}: {exc}")
+    if isinstance(exc, (OSError, ProtocolError)):
         return ConnectionFault(f"network error while {action} {url}: {exc!r}")
     return DownloadError(f"unexpected error while {action} {url}: {exc!r}")
-
-
-class _PartialReader:
-    """A response's socket file that hands over what arrived before a fault.
-
-    ``BufferedReader.readinto`` fills the whole buffer in one call; when the
-    connection times out or is reset part-way, the bytes already received
-    are in the buffer but their count is lost with the exception, so up to a
-    buffer (1 MiB) of progress would be thrown away at every fault, and a
-    server that stalls within the first megabyte would never be passed.
-    Here the buffer is filled by ``readinto1`` calls (one system call each,
-    straight into the caller's buffer: no extra copy) and a fault after some
-    bytes returns those bytes; the next call raises it.
-
-    Parameters
-    ----------
-    fp : io.BufferedReader
-        ``HTTPResponse.fp``; every other method is delegated to it.
-    """
-
-    def __init__(self, fp: Any) -> None:
-        self._fp = fp
-        self._fault: OSError | None = None
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` up to the end of the stream or the first fault."""
-        fault, self._fault = self._fault, None
-        if fault is not None:
-            raise fault
-        view = memoryview(buffer)
-        size = view.nbytes
-        done = 0
-        # Hand over what came after a while even if the buffer is not full,
-        # so that a slow link still moves the progress display.
-        deadline = time.monotonic() + _MAX_FILL_SECONDS
-        while done < size:
-            try:
-                n = self._fp.readinto1(view[done:])
-            except OSError as exc:
-                if not done:
-                    raise
-                self._fault = exc
-                break
-            if not n:
-                break
-            done += n
-            if time.monotonic() >= deadline:
-                break
-        return done
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fp, name)
-
-
-#: As http.client: more header lines, or a longer line, is a broken answer.
-_MAX_HEADERS = 100
-_MAX_LINE = 65536
 
 
 class _Headers(dict):  # type: ignore[type-arg]
     """Response headers: names case-insensitive, repeated fields joined by ", ".
 
-    What http.client builds with the email package (an ``HTTPMessage``)
-    costs more than a small download; this is the part of its interface
-    that HTTPResponse and pyvo_dl use.
+    The part of ``http.client.HTTPMessage``'s interface that pyvo_dl uses,
+    without the email package behind it.
     """
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
@@ -163,7 +129,14 @@ class _Headers(dict):  # type: ignore[type-arg]
         return failobj if value is None else [value]
 
 
-def parse_header_lines(fp: Any) -> _Headers:
+def _read_line(fp: BinaryIO) -> bytes:
+    line = fp.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise ProtocolError(f"a header line longer than {_MAX_LINE} bytes")
+    return line
+
+
+def parse_header_lines(fp: BinaryIO) -> _Headers:
     """Read header lines up to the blank line into :class:`_Headers`.
 
     Values are decoded as ISO-8859-1 (as http.client does) and continuation
@@ -171,83 +144,174 @@ def parse_header_lines(fp: Any) -> _Headers:
 
     Raises
     ------
-    http.client.HTTPException
+    ProtocolError
         For a line over 64 KiB or more than 100 fields.
     """
     headers = _Headers()
     name = ""
     for _ in range(_MAX_HEADERS + 1):
-        line = fp.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
-            raise http.client.LineTooLong("header line")
+        line = _read_line(fp)
         if line in (b"\r\n", b"\n", b""):
             return headers
-        text = line.decode("iso-8859-1").rstrip("\r\n")
-        if text[:1] in (" ", "\t") and name:
-            headers[name] = f"{dict.__getitem__(headers, name)} {text.strip()}"
-            continue
-        field, colon, value = text.partition(":")
-        if not colon:
-            continue  # not a header line: ignored, as the email parser does
-        name = field.strip().lower()
-        value = value.strip()
-        old = dict.get(headers, name)
-        headers[name] = value if old is None else f"{old}, {value}"
-    raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+        name = _add_field(headers, name, line.decode("iso-8859-1").rstrip("\r\n"))
+    raise ProtocolError(f"got more than {_MAX_HEADERS} headers")
 
 
-class _Response(http.client.HTTPResponse):
-    """An HTTPResponse whose headers are parsed without the email package."""
-
-    def begin(self) -> None:
-        """Read the status line and headers (CPython's ``begin``, lighter headers)."""
-        if self.headers is not None:
-            return
-        while True:
-            version, status, reason = self._read_status()  # type: ignore[attr-defined]
-            if status != http.client.CONTINUE:
-                break
-            parse_header_lines(self.fp)  # the headers of a 100 Continue
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = parse_header_lines(self.fp)  # type: ignore[assignment]
-        encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(encoding) and encoding.lower() == "chunked"
-        self.chunk_left = None
-        self.will_close = self._check_close()  # type: ignore[attr-defined]
-        self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            try:
-                self.length = int(length)
-            except ValueError:
-                self.length = None
-            else:
-                if self.length < 0:
-                    self.length = None
-        method = self._method  # type: ignore[attr-defined]
-        if status in (204, 304) or 100 <= status < 200 or method == "HEAD":
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True
+def _add_field(headers: _Headers, last: str, text: str) -> str:
+    """Add one header line to ``headers``; return the name it belongs to."""
+    if text[:1] in (" ", "\t") and last:
+        headers[last] = f"{dict.__getitem__(headers, last)} {text.strip()}"
+        return last
+    field, colon, value = text.partition(":")
+    if not colon:
+        return last  # not a header line: ignored, as the email parser does
+    name = field.strip().lower()
+    value = value.strip()
+    old = dict.get(headers, name)
+    headers[name] = value if old is None else f"{old}, {value}"
+    return name
 
 
-class StdlibResponse:
-    """An answer read through http.client.
+def read_head(fp: BinaryIO) -> tuple[int, int, str, _Headers]:
+    """Read an answer's status line and header fields: ``(version, status, reason, headers)``.
+
+    A head that has arrived whole (the usual case: a few hundred bytes in
+    one segment) is parsed from the reader's buffer in one pass; otherwise,
+    or when its lines end in a bare LF, line by line.
+
+    Raises
+    ------
+    _StaleConnection
+        When the connection ended before any byte of an answer (a reused
+        keep-alive connection that the server had closed).
+    ProtocolError
+        For anything that is not an HTTP/1.x head within http.client's limits.
+    """
+    buffered = fp.peek(1)  # type: ignore[attr-defined]
+    end = buffered.find(b"\r\n\r\n")
+    if end < 0 or buffered.count(b"\n", 0, end) != buffered.count(b"\r\n", 0, end):
+        version, status, reason = read_status(fp)
+        return version, status, reason, parse_header_lines(fp)
+    lines = fp.read(end + 4)[:end].decode("iso-8859-1").split("\r\n")
+    if len(lines) > _MAX_HEADERS + 1:
+        raise ProtocolError(f"got more than {_MAX_HEADERS} headers")
+    if max(map(len, lines)) > _MAX_LINE:
+        raise ProtocolError(f"a header line longer than {_MAX_LINE} bytes")
+    version, status, reason = _parse_status(lines[0])
+    headers = _Headers()
+    name = ""
+    for text in lines[1:]:
+        name = _add_field(headers, name, text)
+    return version, status, reason, headers
+
+
+def read_status(fp: BinaryIO) -> tuple[int, int, str]:
+    """Read a status line: ``(version, status, reason)``, version 10 or 11.
+
+    Raises
+    ------
+    _StaleConnection
+        When the connection ended before any byte of an answer.
+    ProtocolError
+        For anything that is not an HTTP/1.x status line.
+    """
+    line = _read_line(fp)
+    if not line:
+        raise _StaleConnection()
+    return _parse_status(line.decode("iso-8859-1").rstrip("\r\n"))
+
+
+def _parse_status(text: str) -> tuple[int, int, str]:
+    version, _, rest = text.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version in ("HTTP/1.1", "HTTP/1.0"):
+        number = 11 if version == "HTTP/1.1" else 10
+    elif version.startswith("HTTP/1."):
+        number = 11
+    else:
+        raise ProtocolError(f"not an HTTP/1.x status line: {text[:80]!r}")
+    if len(code) != 3 or not code.isdigit() or code < "100":
+        raise ProtocolError(f"bad status code in {text[:80]!r}")
+    return number, int(code), reason.strip()
+
+
+def _will_close(version: int, headers: _Headers) -> bool:
+    """Whether the server closes the connection after this answer (as http.client decides)."""
+    connection = (headers.get("connection") or "").lower()
+    if version == 11:
+        return "close" in connection
+    if "keep-alive" in connection or headers.get("keep-alive"):
+        return False
+    return "keep-alive" not in (headers.get("proxy-connection") or "").lower()
+
+
+class _Connection:
+    """One HTTP/1.1 connection: its socket, the reader over it, the pool key.
 
     Parameters
     ----------
-    conn : http.client.HTTPConnection
-        The connection it came on; returned to the pool when the body was
-        read to its end.
-    raw : http.client.HTTPResponse
-        The response.
+    sock : socket.socket
+        Connected (and wrapped in TLS for https).
+    key : tuple
+        ``(scheme, host, port, proxy)``: where it may be reused.
+    """
+
+    def __init__(self, sock: socket.socket, key: PoolKey) -> None:
+        self.sock = sock
+        self.key = key
+        # One buffered reader for the connection's life: status lines and
+        # headers are read through it; bodies go past its buffer straight
+        # into the caller's (readinto1 with a larger buffer).
+        # 64 KiB: the head and a small body arrive in one system call.
+        self.fp: BinaryIO = sock.makefile("rb", buffering=_READ_BUFFER)  # type: ignore[assignment]
+
+    def settimeout(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+
+    def in_step(self) -> bool:
+        """Whether nothing is waiting to be read, as after a complete answer.
+
+        Bytes already there (a body sent with the answer to HEAD, a server
+        that sent more than its Content-Length) would be read as the next
+        answer's status line: such a connection is closed, not reused.
+        """
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)  # look, do not wait
+        try:
+            return not self.fp.peek(1)  # type: ignore[attr-defined]
+        except OSError as exc:
+            # TLS says "nothing yet" with an exception of its own.
+            ssl = sys.modules.get("ssl")
+            return ssl is not None and isinstance(exc, ssl.SSLWantReadError)
+        except ValueError:
+            return False  # closed
+        finally:
+            self.sock.settimeout(timeout)
+
+    def close(self) -> None:
+        """Close the reader and the socket (both: the reader holds a reference)."""
+        try:
+            self.fp.close()
+        finally:
+            self.sock.close()
+
+
+class StdlibResponse:
+    """An answer read from a :class:`_Connection`.
+
+    The body is framed as HTTP/1.1 says: by Content-Length, by chunked
+    transfer coding, or by the end of the connection; once it has been read
+    to its end on a connection that stays open, :meth:`release` puts the
+    connection back in the pool.
+
+    Parameters
+    ----------
+    conn : _Connection
+        The connection the answer came on.
+    status, reason, version, headers
+        What :func:`read_status` and :func:`parse_header_lines` read.
+    method : str
+        The request's method: the answer to HEAD has no body.
     url : str
         The URL requested, for messages.
     release_to : callable
@@ -256,62 +320,232 @@ class StdlibResponse:
 
     def __init__(
         self,
-        conn: http.client.HTTPConnection,
-        raw: http.client.HTTPResponse,
+        conn: _Connection,
+        status: int,
+        reason: str,
+        version: int,
+        headers: _Headers,
+        method: str,
         url: str,
         release_to: Any,
     ) -> None:
-        self._conn: http.client.HTTPConnection | None = conn
-        if raw.fp is not None:
-            raw.fp = _PartialReader(raw.fp)
-        self._raw = raw
+        self._conn: _Connection | None = conn
+        self._fp = conn.fp
         self._release_to = release_to
         self.url = url
-        self.status: int = raw.status
-        self.reason: str = raw.reason
-        self.headers: Any = raw.headers
+        self.status = status
+        self.reason = reason
+        self.headers: Any = headers
+        self._fault: OSError | None = None
+        self._chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
+        self._chunk_left = 0
+        #: Bytes of body still to come; None: until the connection ends.
+        self._left: int | None = None
+        self.will_close = _will_close(version, headers)
+        if status in (204, 304) or status < 200 or method == "HEAD":
+            self._left = 0
+            self._chunked = False
+        elif not self._chunked:
+            self._left = _httputil.parse_content_length(headers.get("content-length"))
+            if self._left is None:
+                self.will_close = True
+        self._ended = self._bodiless = self._left == 0
+
+    # -- body ---------------------------------------------------------------
 
     def readinto(self, buffer: Any) -> int:
-        """Read body bytes into ``buffer``; 0 at the end of the body."""
+        """Read body bytes into ``buffer``; 0 at the end of the body.
+
+        The buffer is filled by as many reads as it takes (each one system
+        call, straight into the buffer), up to the end of the body or for
+        at most 0.2 s, so that a slow link still moves the progress display.
+        A fault after some bytes hands those bytes over first and is raised
+        by the next call: progress is never thrown away with the exception.
+        """
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            self.close()
+            raise _translate(fault, self.url, "reading the body of") from fault
+        if self._ended:
+            return 0
         try:
-            return self._raw.readinto(buffer)
+            if self._chunked:
+                return self._read_chunked(memoryview(buffer))
+            return self._read_plain(memoryview(buffer))
         except Exception as exc:
             self.close()
             raise _translate(exc, self.url, "reading the body of") from exc
 
-    def read(self, size: int = MAX_ERROR_BODY) -> bytes:
-        """Read up to ``size`` bytes of the body (for small error bodies)."""
+    def _fill(self, view: memoryview) -> int:
+        """Read into ``view`` until full, the end of the stream, a fault or the deadline."""
+        size = view.nbytes
+        done = 0
+        deadline = time.monotonic() + _MAX_FILL_SECONDS
+        readinto1 = self._fp.readinto1  # type: ignore[attr-defined]
+        while done < size:
+            try:
+                n = readinto1(view[done:])
+            except OSError as exc:
+                if not done:
+                    raise
+                self._fault = exc
+                break
+            if not n:
+                break
+            done += n
+            if time.monotonic() >= deadline:
+                break
+        return done
+
+    def _read_plain(self, view: memoryview) -> int:
+        left = self._left
+        if left is not None and left < view.nbytes:
+            view = view[:left]
+        n = self._fill(view)
+        if left is None:
+            if not n and self._fault is None:
+                self._ended = True  # the connection ended: so did the body
+            return n
+        if not n and self._fault is None:
+            raise IncompleteBody(0, left)
+        self._left = left - n
+        if not self._left:
+            self._ended = True
+        return n
+
+    def _read_chunked(self, view: memoryview) -> int:
+        done = 0
+        while done < view.nbytes and self._fault is None:
+            if not self._chunk_left:
+                try:
+                    size = self._next_chunk_size()
+                except (OSError, ProtocolError) as exc:
+                    if not done:
+                        raise
+                    self._fault = exc if isinstance(exc, OSError) else OSError(str(exc))
+                    break
+                if size == 0:
+                    self._ended = True
+                    break
+                self._chunk_left = size
+            room = min(view.nbytes - done, self._chunk_left)
+            n = self._fill(view[done : done + room])
+            if not n:
+                if self._fault is None and not done:
+                    raise IncompleteBody(0, self._chunk_left)
+                if self._fault is None:
+                    self._fault = OSError("the connection ended inside a chunk")
+                break
+            done += n
+            self._chunk_left -= n
+            if n < room:
+                break  # the deadline, or a fault kept for the next call
+        return done
+
+    def _next_chunk_size(self) -> int:
+        """Read the next chunk-size line (after the CRLF ending the last chunk's data)."""
+        if self._chunk_started and _read_line(self._fp) not in (b"\r\n", b"\n"):
+            raise ProtocolError("a chunk's data did not end with CRLF")
+        self._chunk_started = True
+        line = _read_line(self._fp)
+        if not line:
+            raise IncompleteBody(0, None)
+        size_text = line.split(b";", 1)[0].strip()
         try:
-            return self._raw.read(size)
-        except Exception as exc:
-            self.close()
-            raise _translate(exc, self.url, "reading the body of") from exc
+            size = int(size_text, 16)
+        except ValueError:
+            raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
+        if size < 0:
+            raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+        if size == 0:
+            # Trailer fields up to the blank line: read and dropped.
+            for _ in range(_MAX_HEADERS + 1):
+                if _read_line(self._fp) in (b"\r\n", b"\n", b""):
+                    break
+            else:
+                raise ProtocolError("too many trailer fields")
+        return size
+
+    _chunk_started = False
+
+    def read(self, size: int = MAX_ERROR_BODY) -> bytes:
+        """Read up to ``size`` bytes of the body (for small error bodies and listings)."""
+        buf = bytearray(size)
+        view = memoryview(buf)
+        done = 0
+        while done < size:
+            n = self.readinto(view[done:])
+            if not n:
+                break
+            done += n
+        del view
+        del buf[done:]
+        return bytes(buf)
+
+    # -- the connection -------------------------------------------------------
 
     def release(self) -> None:
         """Finish with the response; keep the connection if the body was consumed."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if not self._raw.isclosed() and self._raw.length == 0:
-            # HEAD, 204, Content-Length: 0: http.client finishes an empty body
-            # only when it is read, and until then the connection looks busy.
-            self._raw.read()
-        if self._raw.isclosed() and not self._raw.will_close:
+        # After an answer without a body (HEAD, 304), stray bytes are the
+        # usual fault (a body sent anyway): looked for before reuse. After a
+        # body read to its end they are rare, and a reused connection whose
+        # next answer does not parse is replaced by a new one (request()).
+        if (
+            self._ended
+            and not self.will_close
+            and self._fault is None
+            and (not self._bodiless or conn.in_step())
+        ):
             self._release_to(conn)
         else:
-            self._raw.close()
             conn.close()
 
     def close(self) -> None:
         """Abandon the response and its connection."""
         conn, self._conn = self._conn, None
-        self._raw.close()
         if conn is not None:
             conn.close()
 
 
+def _resolvable(host: str) -> str | bytes:
+    """``host`` for getaddrinfo: bytes when ASCII, which skips the IDNA codec.
+
+    getaddrinfo encodes a str host with the "idna" codec, whose import
+    (stringprep, unicodedata) costs more than a small download.
+    """
+    return host.encode("ascii") if host.isascii() else host
+
+
+def _host_header(host: str, port: int, scheme: str) -> str:
+    name = f"[{host}]" if ":" in host else host
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        name = name.encode("idna").decode("ascii")
+    return name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
+
+
+def _serialize(method: str, target: str, headers: Mapping[str, str]) -> bytes:
+    """The request head, as bytes; refuses a target or field that would split it."""
+    if _BAD_TARGET.search(target):
+        raise ValueError(f"the request target {target!r} contains spaces or control characters")
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise ValueError(f"header {name!r} would split the request")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a request header is not Latin-1 text: {exc}") from None
+
+
 class StdlibTransport:
-    """HTTP(S) on http.client with a keep-alive pool per origin.
+    """HTTP(S)/1.1 on the standard library's sockets, with a keep-alive pool per origin.
 
     Parameters
     ----------
@@ -329,8 +563,9 @@ class StdlibTransport:
     ) -> None:
         self._ssl_context = ssl_context
         self._proxies = _httputil.proxies_from_env(os.environ) if proxies is None else dict(proxies)
-        self._idle: dict[PoolKey, list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
+        self._idle: dict[PoolKey, list[_Connection]] = {}
+        self._routes: dict[tuple[str, str], tuple[PoolKey, str]] = {}
+        self._lock = allocate_lock()
 
     # -- pool ---------------------------------------------------------------
 
@@ -338,7 +573,9 @@ class StdlibTransport:
         if self._ssl_context is None:
             import ssl  # only for https: plain http never pays for it
 
-            self._ssl_context = ssl.create_default_context()
+            context = ssl.create_default_context()
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = context
         return self._ssl_context
 
     def _proxy_for(self, scheme: str, host: str) -> str | None:
@@ -349,14 +586,31 @@ class StdlibTransport:
             return None
         return proxy if "://" in proxy else f"http://{proxy}"
 
-    def _take_idle(self, key: PoolKey) -> http.client.HTTPConnection | None:
+    def _route(self, scheme: str, netloc: str) -> tuple[PoolKey, str]:
+        """The pool key (with the proxy to use, if any) and Host header for an origin.
+
+        Remembered per origin: host, port and proxy rules are worked out once,
+        not again for each of a few thousand small files.
+        """
+        route = self._routes.get((scheme, netloc))
+        if route is None:
+            parts = urllib.parse.urlsplit(f"{scheme}://{netloc}")
+            host = parts.hostname or ""
+            port = parts.port or _DEFAULT_PORTS[scheme]
+            key: PoolKey = (scheme, host, port, self._proxy_for(scheme, host))
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            route = self._routes[(scheme, netloc)] = (key, _host_header(host, port, scheme))
+        return route
+
+    def _take_idle(self, key: PoolKey) -> _Connection | None:
         with self._lock:
             idle = self._idle.get(key)
             return idle.pop() if idle else None
 
-    def _put_idle(self, key: PoolKey, conn: http.client.HTTPConnection) -> None:
+    def _put_idle(self, conn: _Connection) -> None:
         with self._lock:
-            idle = self._idle.setdefault(key, [])
+            idle = self._idle.setdefault(conn.key, [])
             if len(idle) < MAX_IDLE_PER_ORIGIN:
                 idle.append(conn)
                 return
@@ -370,32 +624,27 @@ class StdlibTransport:
             for conn in conns:
                 conn.close()
 
-    def _new_connection(
-        self, scheme: str, host: str, port: int, proxy: str | None, timeout: float
-    ) -> http.client.HTTPConnection:
-        conn = self._connection(scheme, host, port, proxy, timeout)
-        conn.response_class = _Response
-        return conn
-
-    def _connection(
-        self, scheme: str, host: str, port: int, proxy: str | None, timeout: float
-    ) -> http.client.HTTPConnection:
+    def _connect(self, key: PoolKey, timeout: float) -> _Connection:
+        scheme, host, port, proxy = key
         if proxy is None:
-            if scheme == "https":
-                return http.client.HTTPSConnection(
-                    host, port, timeout=timeout, context=self._context()
-                )
-            return http.client.HTTPConnection(host, port, timeout=timeout)
-        parts = urllib.parse.urlsplit(proxy)
-        proxy_host = parts.hostname or ""
-        proxy_port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 8080)
-        if scheme == "https":
-            tunnel = http.client.HTTPSConnection(
-                proxy_host, proxy_port, timeout=timeout, context=self._context()
+            sock = socket.create_connection((_resolvable(host), port), timeout)
+        else:
+            parts = urllib.parse.urlsplit(proxy)
+            proxy_port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 8080)
+            sock = socket.create_connection(
+                (_resolvable(parts.hostname or ""), proxy_port), timeout
             )
-            tunnel.set_tunnel(host, port, headers=_proxy_auth_headers(parts))
-            return tunnel
-        return http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout)
+        try:
+            # Requests go out in one send each; Nagle would only delay them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                if proxy is not None:
+                    _open_tunnel(sock, host, port, urllib.parse.urlsplit(proxy))
+                sock = self._context().wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return _Connection(sock, key)
 
     # -- requests -----------------------------------------------------------
 
@@ -416,7 +665,7 @@ class StdlibTransport:
         url : str
             An absolute http(s) URL.
         headers : mapping
-            Request headers (``Host`` is added by http.client).
+            Request headers (``Host`` is added here).
         timeout : float
             Seconds without progress allowed for connecting and each read.
         same_origin : bool
@@ -429,49 +678,55 @@ class StdlibTransport:
             For retryable network faults.
         DownloadError
             For faults that a retry cannot mend (TLS verification, DNS).
+        ValueError
+            For a URL or header that cannot be put in a request.
         """
         parts = urllib.parse.urlsplit(url)
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or _DEFAULT_PORTS[scheme]
-        proxy = self._proxy_for(scheme, host)
-        key: PoolKey = (scheme, host, port, proxy)
+        key, host_header = self._route(parts.scheme, parts.netloc)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        send_headers = dict(headers)
-        if proxy is not None and scheme == "http":
-            target = urllib.parse.urlunsplit((scheme, parts.netloc, target, "", ""))
+        send_headers = {"Host": host_header}
+        send_headers.update(headers)
+        proxy = key[3]
+        if proxy is not None and key[0] == "http":
+            target = urllib.parse.urlunsplit((key[0], parts.netloc, target, "", ""))
             send_headers.update(_proxy_auth_headers(urllib.parse.urlsplit(proxy)))
+        head = _serialize(method, target, send_headers)
 
         conn = self._take_idle(key)
         if conn is not None:
-            # The socket keeps the timeout it was opened with; this call's applies.
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
+            conn.settimeout(timeout)  # this call's timeout, not the one it was opened with
             try:
-                return self._exchange(conn, key, method, target, send_headers, url, reused=True)
+                return self._exchange(conn, method, head, url, reused=True)
             except _StaleConnection:
                 pass  # the server closed it while idle: once more on a new one
-        conn = self._new_connection(scheme, host, port, proxy, timeout)
-        return self._exchange(conn, key, method, target, send_headers, url, reused=False)
+        try:
+            conn = self._connect(key, timeout)
+        except Exception as exc:
+            raise _translate(exc, url, "connecting to") from exc
+        try:
+            return self._exchange(conn, method, head, url, reused=False)
+        except _StaleConnection as exc:
+            raise ConnectionFault(
+                f"network error while requesting {url}: the server closed the connection "
+                "without answering"
+            ) from exc
 
     def _exchange(
-        self,
-        conn: http.client.HTTPConnection,
-        key: PoolKey,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-        url: str,
-        reused: bool,
+        self, conn: _Connection, method: str, head: bytes, url: str, reused: bool
     ) -> StdlibResponse:
         try:
-            conn.request(method, target, headers=headers)
-            raw = conn.getresponse()
+            conn.sock.sendall(head)
+            fp = conn.fp
+            while True:
+                version, status, reason, headers = read_head(fp)
+                # 100 Continue, 103 Early Hints: the real answer follows.
+                if status >= 200 or status == 101:
+                    break
         except (
-            http.client.RemoteDisconnected,
+            _StaleConnection,
+            ProtocolError,
             ConnectionResetError,
             BrokenPipeError,
             ConnectionAbortedError,
@@ -479,15 +734,37 @@ class StdlibTransport:
             conn.close()
             if reused:
                 raise _StaleConnection() from exc
+            if isinstance(exc, _StaleConnection):
+                raise
+            # A fresh connection: the fault is the server's, retried as such.
             raise _translate(exc, url, "requesting") from exc
         except Exception as exc:
             conn.close()
             raise _translate(exc, url, "requesting") from exc
+        return StdlibResponse(conn, status, reason, version, headers, method, url, self._put_idle)
 
-        def release(c: http.client.HTTPConnection) -> None:
-            self._put_idle(key, c)
 
-        return StdlibResponse(conn, raw, url, release)
+def _open_tunnel(
+    sock: socket.socket, host: str, port: int, proxy: urllib.parse.SplitResult
+) -> None:
+    """Ask an HTTP proxy for a tunnel to ``host:port`` (CONNECT) on ``sock``.
+
+    The proxy's credentials go in this request only; TLS then runs end to
+    end through the tunnel, so the proxy never sees the origin's traffic.
+    """
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    headers = {"Host": authority, **_proxy_auth_headers(proxy)}
+    sock.sendall(_serialize("CONNECT", authority, headers))
+    fp = sock.makefile("rb")
+    try:
+        _, status, reason = read_status(fp)  # type: ignore[arg-type]
+        parse_header_lines(fp)  # type: ignore[arg-type]
+    except _StaleConnection:
+        raise ProtocolError("the proxy closed the connection instead of opening a tunnel") from None
+    finally:
+        fp.close()  # the socket stays open: TLS goes on over it
+    if not 200 <= status < 300:
+        raise ProtocolError(f"the proxy refused a tunnel to {authority}: {status} {reason}")
 
 
 def _proxy_auth_headers(proxy: urllib.parse.SplitResult) -> dict[str, str]:
@@ -515,7 +792,9 @@ _TRANSIENT_NAMES = frozenset(
 
 
 def _is_transient_session_error(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, http.client.HTTPException)) and not _is_certificate_error(exc):
+    client = sys.modules.get("http.client")  # present when requests is in use
+    network = (OSError, client.HTTPException) if client is not None else (OSError,)
+    if isinstance(exc, network) and not _is_certificate_error(exc):
         return True
     names = {cls.__name__ for cls in type(exc).__mro__}
     return bool(names & _TRANSIENT_NAMES) and "SSLError" not in names

@@ -717,6 +717,54 @@ def test_no_proxy_bypasses(
     assert request.path == PATH
 
 
+def test_https_proxy_tunnels_with_connect(
+    https_server: FaultServer,
+    client_ssl_context: ssl.SSLContext,
+    raw_server_factory: Callable[[RawHandler], RawServer],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/security.md: https through a proxy is a CONNECT tunnel.
+
+    The proxy gets its credentials in the CONNECT only and sees no
+    plaintext; the origin never sees the proxy's credentials.
+    """
+    import select
+    import socket
+
+    url = https_server.add_file(PATH, DATA)
+    relayed: list[bytes] = []
+
+    def tunnel(conn: socket.socket, head: bytes) -> None:
+        upstream = socket.create_connection(("127.0.0.1", https_server.port), timeout=10)
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        deadline = time.monotonic() + 20  # bounded: the test never hangs here
+        with upstream:
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([conn, upstream], [], [], 0.5)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        conn.close()
+                        return
+                    relayed.append(data)
+                    (upstream if sock is conn else conn).sendall(data)
+        conn.close()
+
+    proxy = raw_server_factory(tunnel)
+    monkeypatch.setenv("https_proxy", f"http://puser:ppw@127.0.0.1:{proxy.port}")
+    target = tmp_path / "events.fits"
+    http_download(url, str(target), progress=False, ssl_context=client_ssl_context)
+    assert target.read_bytes() == DATA
+    (connect,) = proxy.requests
+    host = f"127.0.0.1:{https_server.port}"
+    assert connect.startswith(f"CONNECT {host} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic cHVzZXI6cHB3\r\n" in connect  # puser:ppw
+    assert DATA[:4096] not in b"".join(relayed)  # TLS end to end: no plaintext
+    (request,) = gets(https_server)
+    assert "proxy-authorization" not in request.headers
+
+
 # ---------------------------------------------------------------- session ---
 
 
