@@ -10,11 +10,10 @@ probe, and the final size and checksum check before ``os.replace`` (§3.1).
 from __future__ import annotations
 
 import mmap
-import random
 import sys
-import threading
 import time
 import urllib.parse
+from _thread import _local
 
 from . import _auth, _httputil, _integrity, _progress
 from ._errors import DownloadError, HTTPStatusError, IntegrityError
@@ -52,7 +51,7 @@ def log(level: int, message: str, *args: Any) -> None:
 
 _INFO, _DEBUG = 20, 10
 
-_buffers = threading.local()
+_buffers = _local()
 
 
 def buffer() -> memoryview:
@@ -113,7 +112,7 @@ class FetchRequest:
         connections: int | None = None,
         user_agent: str = "pyvo-dl",
         sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] | None = None,
     ) -> None:
         self.url = url
         self.target = target

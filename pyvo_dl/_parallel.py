@@ -12,7 +12,6 @@ every request makes sure no range comes from another version of the object.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from . import _exchange, _httputil
@@ -93,6 +92,8 @@ class ParallelDownload:
         self.state = state
         self.size: int = state["size"]
         self.parts: list[list[int]] = state["parts"]
+        import threading  # only large files are split: small ones never pay for it
+
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._unsaved = 0
