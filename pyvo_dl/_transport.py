@@ -201,6 +201,14 @@ def read_head(fp: BinaryIO) -> tuple[int, int, str, _Headers]:
     headers = _Headers()
     name = ""
     for text in lines[1:]:
+        field, colon, value = text.partition(":")
+        if colon and text[:1] not in (" ", "\t"):
+            key = field.strip().lower()
+            if not dict.__contains__(headers, key):
+                # The usual line, inline (this runs for every line of every answer).
+                dict.__setitem__(headers, key, value.strip())
+                name = key
+                continue
         name = _add_field(headers, name, text)
     return version, status, reason, headers
 
