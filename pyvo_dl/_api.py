@@ -8,6 +8,7 @@ the function bodies, at the first download.
 from __future__ import annotations
 
 import os
+from _thread import _local
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,10 +33,15 @@ _PROXY_VARIABLES = tuple(
 )
 
 
-def _version_agent() -> str:
-    from . import __version__
+_USER_AGENT: list[str] = []
 
-    return f"pyvo-dl/{__version__}"
+
+def _version_agent() -> str:
+    if not _USER_AGENT:
+        from . import __version__
+
+        _USER_AGENT.append(f"pyvo-dl/{__version__}")
+    return _USER_AGENT[0]
 
 
 def _check_common(timeout: Any, retries: Any, connections: Any) -> float:
@@ -84,8 +90,27 @@ def _local_path(local_filepath: Any, folder: bool = False) -> str | None:
     return path
 
 
+#: Transports fixed for the items of one download_many call, per thread.
+_batch = _local()
+
+
 def _stdlib_transport(ssl_context: Any) -> Transport:
-    """A shared keep-alive transport per TLS context and proxy setting."""
+    """A shared keep-alive transport per TLS context and proxy setting.
+
+    Within a download_many call the proxy settings are read once, at its
+    first item, not at every item: looking at the environment costs more
+    than a small download.
+    """
+    pinned: dict[int, Any] | None = getattr(_batch, "transports", None)
+    if pinned is None:
+        return _shared_transport(ssl_context)
+    entry = pinned.get(id(ssl_context))
+    if entry is None or entry[0] is not ssl_context:
+        entry = pinned[id(ssl_context)] = (ssl_context, _shared_transport(ssl_context))
+    return entry[1]
+
+
+def _shared_transport(ssl_context: Any) -> Transport:
     from . import _httputil
     from ._transport import StdlibTransport
 
@@ -176,6 +201,8 @@ _OWNED_HEADERS = frozenset(
 
 def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     """The URL without ``user:password@`` (never printed or logged) and that pair."""
+    if "@" not in url:
+        return url, None
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
@@ -291,7 +318,35 @@ def http_download(
     pyvo_dl.DownloadError
         For any other failure (network down after retries, disk full).
     """
-    from . import _engine, _exchange, _httputil
+    from . import _engine
+
+    request, transport = _http_request(
+        url, local_filepath, cache, timeout, session, auth, verbose, resume=resume,
+        retries=retries, checksum=checksum, headers=headers, progress=progress,
+        connections=connections, ssl_context=ssl_context,
+    )  # fmt: skip
+    return _engine.fetch(request, transport)
+
+
+def _http_request(
+    url: str,
+    local_filepath: PathLike | None = None,
+    cache: bool = True,
+    timeout: float | None = None,
+    session: Any = None,
+    auth: Any = None,
+    verbose: bool = False,
+    *,
+    resume: bool = True,
+    retries: int = DEFAULT_RETRIES,
+    checksum: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: Any = True,
+    connections: int | None = None,
+    ssl_context: Any = None,
+) -> tuple[FetchRequest, Transport]:
+    """Check `http_download`'s arguments; the engine's request and the transport for it."""
+    from . import _exchange, _httputil
 
     if not isinstance(url, str):
         raise ValueError(f"url must be a string, not {url!r}")
@@ -323,9 +378,8 @@ def http_download(
         user_agent=_version_agent(),
     )
     if path is None:
-        path = _name_for_url(url, request, transport)
-        request.target = path
-    return _engine.fetch(request, transport)
+        request.target = _name_for_url(url, request, transport)
+    return request, transport
 
 
 # Options that only one kind of source takes: download() and download_many()
@@ -346,6 +400,14 @@ _HTTP_ONLY = frozenset({"auth", "headers", "ssl_context"})
 
 def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k not in names}
+
+
+def _http_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The options of a mixed list that an http(s) item takes."""
+    options = _drop(kwargs, _S3_ONLY)
+    if not callable(getattr(options.get("session"), "request", None)):
+        options.pop("session", None)  # a boto3 session is for the s3 items
+    return options
 
 
 def download(source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
@@ -376,10 +438,7 @@ def download(source: str, local_filepath: PathLike | None = None, **kwargs: Any)
             kwargs.pop("session", None)  # a requests session is for the http items
         return aws_download(uri=source, local_filepath=local_filepath, **kwargs)
     if scheme in ("http", "https"):
-        kwargs = _drop(kwargs, _S3_ONLY)
-        if not callable(getattr(kwargs.get("session"), "request", None)):
-            kwargs.pop("session", None)  # a boto3 session is for the s3 items
-        return http_download(source, local_filepath, **kwargs)
+        return http_download(source, local_filepath, **_http_options(kwargs))
     raise ValueError(f"unsupported source {source!r}: expected an http(s):// URL or s3:// URI")
 
 
@@ -658,9 +717,33 @@ def download_many(
     if kwargs.pop("recursive", False):
         items = _expand_prefixes(items, kwargs)
     return _many.download_many(
-        download, items, dest_dir, workers=workers, max_per_host=max_per_host,
-        executor=executor, progress=progress, **kwargs,
+        download if executor is not None else _BatchDownload(), items, dest_dir,
+        workers=workers, max_per_host=max_per_host, executor=executor,
+        progress=progress, **kwargs,
     )  # fmt: skip
+
+
+class _BatchDownload:
+    """`download` for the threads of one download_many call: one transport per TLS context."""
+
+    def __init__(self) -> None:
+        self._transports: dict[int, Any] = {}
+        self._netrc: dict[str, Any] = {}
+
+    def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+        _batch.transports = self._transports
+        try:
+            if local_filepath is None or source[:6].lower() not in ("http:/", "https:"):
+                return download(source, local_filepath, **kwargs)
+            from . import _engine
+
+            # Most items of a long list are small new files: fetch_small's
+            # shorter path, with the same guarantees.
+            request, transport = _http_request(source, local_filepath, **_http_options(kwargs))
+            request.netrc_cache = self._netrc
+            return _engine.fetch_small(request, transport)
+        finally:
+            _batch.transports = None
 
 
 def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any]) -> list[Any]:

@@ -19,9 +19,9 @@ import time
 import warnings
 
 from . import _exchange, _httputil, _integrity, _parallel
-from ._errors import DownloadError, DownloadWarning
+from ._errors import DownloadError, DownloadWarning, IntegrityError
 from ._exchange import FetchRequest, report
-from ._partfile import PartFile, TargetLock, prepare_target
+from ._partfile import PartFile, TargetLock, prepare_target, write_new_file
 from ._retry import RetryPolicy
 from ._transport import ConnectionFault
 
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from ._integrity import Checksum, Verifier
     from ._transport import Response, Transport
 
-__all__ = ["FetchRequest", "fetch"]
+__all__ = ["FetchRequest", "fetch", "fetch_small"]
+
+_INFO = 20  # logging.INFO, without importing logging
 
 # A name with one of these endings is data; an HTML answer for it is
 # probably an archive's error page served with status 200.
@@ -66,6 +68,117 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
         return _Download(request, transport, lock).run()
     finally:
         lock.release()
+
+
+def fetch_small(request: FetchRequest, transport: Transport) -> str:
+    """:func:`fetch` for a file that is probably small and new (download_many's items).
+
+    The same guarantees as :func:`fetch`, with less work when the object
+    comes whole in the first answer: one GET, the body read into memory
+    (at most one buffer), checked, written to the ``.part`` in one call and
+    moved onto the target. Anything else (a ``.part`` to resume, a target
+    already there, an error, a larger or unsized body, a network fault)
+    continues in :func:`fetch`'s machinery from where it stands, so nothing
+    is requested twice.
+    """
+    target = request.target
+    lock = TargetLock(target)
+    try:
+        locked = lock.try_acquire()
+    except DownloadError:
+        locked = False  # no folder yet, say: fetch creates it and reports the rest
+    if not locked:
+        return fetch(request, transport)
+    try:
+        # Something to resume, to check against the cache or to refuse: the
+        # long way, which looks at all of that.
+        long_way = (
+            request.connections not in (None, 1)
+            or os.path.lexists(target + ".part")
+            or os.path.lexists(target)
+        )
+        if not long_way:
+            download = _Download(request, transport, lock)
+            try:
+                response = _exchange.open_url(request, transport, "GET", {})
+                if _write_whole(download, response):
+                    return target
+                download.first = response
+            except ConnectionFault as fault:
+                download.first = fault  # the first attempt's fault: retried as usual
+            return download.run()
+    finally:
+        lock.release()
+    return fetch(request, transport)
+
+
+def _write_whole(download: _Download, response: Response) -> bool:
+    """Commit ``response`` if it is a ``200`` whose body fits one buffer; whether it did.
+
+    Otherwise the response is left unread for ``download`` to continue. A
+    network fault while reading the body is raised with the progress sink
+    handed to ``download``, whose retry starts it again.
+    """
+    request = download.request
+    if response.status != 200:
+        return False
+    size = _exchange.length_of(response)
+    view = _exchange.buffer()
+    if size is None or size > len(view):
+        return False
+    headers = response.headers
+    announce = request.server_checksums
+    checksums = list(request.checksums) + (announce(headers) if announce else [])
+    sink = download.sink = _exchange.make_sink(request)
+    sink.start(size, 0)
+    view = view[:size]
+    done = 0
+    try:
+        while done < size:
+            n = response.readinto(view[done:])
+            if not n:
+                raise ConnectionFault(f"{request.label}: body ended at byte {done} of {size}")
+            done += n
+            sink.update(done)
+        response.release()
+        _warn_if_html(request, headers, stacklevel=5)
+        if checksums:
+            verifier = _integrity.Verifier(checksums)
+            verifier.update(view)
+            mismatches = verifier.mismatches()
+            if mismatches:
+                checksum, actual = mismatches[0]
+                raise IntegrityError(
+                    request.label, request.target, checksum.algorithm, checksum.expected, actual
+                )
+        write_new_file(request.target + ".part", view)
+        PartFile(request.target).commit()
+    except ConnectionFault:
+        response.close()
+        if done:
+            download.keep_received(response, view[:done])
+        raise
+    except BaseException:
+        response.close()
+        download.sink = None
+        sink.finish(False)
+        raise
+    download.sink = None
+    sink.finish(True)
+    _exchange.log(_INFO, "downloaded %s to %s (%d bytes)", request.label, request.target, size)
+    return True
+
+
+def _warn_if_html(request: FetchRequest, headers: Mapping[str, str], stacklevel: int) -> None:
+    """Warn when an HTML page came for a data file name (an archive's error page, probably)."""
+    content_type = (headers.get("Content-Type") or "").lower()
+    if content_type.startswith("text/html") and request.target.lower().endswith(_DATA_SUFFIXES):
+        warnings.warn(
+            f"{request.url} answered with an HTML page for {request.target}; "
+            "archives often report errors this way, check the file",
+            DownloadWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _finished_since(path: str, since: float) -> bool:
@@ -116,6 +229,8 @@ class _Download:
         self.restarts = 0
         self.committed = False
         self.no_probe_range = False
+        #: The answer (or fault) to the first request, when fetch_small sent it.
+        self.first: Response | ConnectionFault | None = None
 
     # -- state --------------------------------------------------------------
 
@@ -140,6 +255,25 @@ class _Download:
         self.offset = size
         if size:
             report(self.request, f"Resuming {self.request.label} at byte {size} of {state['size']}")
+
+    def keep_received(self, response: Response, received: memoryview) -> None:
+        """Keep what fetch_small received before a fault, so that the retry resumes there.
+
+        As the streaming path would have it: the bytes in the ``.part``, the
+        object's state in memory (written to ``.part.json`` if the call fails).
+        """
+        if not self.request.resume:
+            return
+        self._new_state(response.headers, _exchange.length_of(response), response.url)
+        if not self.state["validator"]:
+            self.state = {}  # nothing to resume against: the retry starts over
+            return
+        try:
+            write_new_file(self.part.path, received)
+        except DownloadError:
+            self.state = {}  # the fault being retried matters more than this
+            return
+        self.offset = len(received)
 
     def _checksums(self) -> list[Checksum]:
         return _exchange.announced_checksums(self.request, self.state)
@@ -196,16 +330,7 @@ class _Download:
         self._warn_if_html(response.headers)
 
     def _warn_if_html(self, headers: Mapping[str, str]) -> None:
-        content_type = (headers.get("Content-Type") or "").lower()
-        if content_type.startswith("text/html") and self.request.target.lower().endswith(
-            _DATA_SUFFIXES
-        ):
-            warnings.warn(
-                f"{self.request.url} answered with an HTML page for {self.request.target}; "
-                "archives often report errors this way, check the file",
-                DownloadWarning,
-                stacklevel=5,
-            )
+        _warn_if_html(self.request, headers, stacklevel=6)
 
     def _accept(self, response: Response) -> int:
         """Where to write this answer's body, or raise :class:`_Restart`."""
@@ -276,7 +401,8 @@ class _Download:
 
     def run(self) -> str:
         """Download, verify and commit; return the target path."""
-        self._load_resumable()
+        if not self.state:  # fetch_small may have started it
+            self._load_resumable()
         attempt = 0
         try:
             while True:
@@ -342,9 +468,7 @@ class _Download:
             self._run_parallel()  # an earlier parallel run left its map: finish it
             return True
         splitting = self._splitting()
-        first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
-        headers = {"Range": first_part} if splitting else self._ranged_headers()
-        response = _exchange.open_url(self.request, self.transport, "GET", headers)
+        response = self._send(splitting)
         status = response.status
         if status == 416 and splitting:
             # An empty object has no byte 0 to range over: ask plainly.
@@ -373,6 +497,17 @@ class _Download:
         start = self._accept(response)
         self._stream(response, start)
         return self._check_complete()
+
+    def _send(self, splitting: bool) -> Response:
+        """This attempt's answer: to a new request, or the one fetch_small already had."""
+        first, self.first = self.first, None
+        if isinstance(first, ConnectionFault):
+            raise first
+        if first is not None:
+            return first
+        first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
+        headers = {"Range": first_part} if splitting else self._ranged_headers()
+        return _exchange.open_url(self.request, self.transport, "GET", headers)
 
     def _check_complete(self) -> bool:
         """True once the body ended at its full size; a short one is a fault to retry."""

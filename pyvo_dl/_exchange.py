@@ -12,7 +12,6 @@ from __future__ import annotations
 import mmap
 import sys
 import time
-import urllib.parse
 from _thread import _local
 
 from . import _auth, _httputil, _integrity, _progress
@@ -143,6 +142,9 @@ class FetchRequest:
         self.user_agent = user_agent
         self.sleep = sleep
         self.rng = rng
+        #: Host to ``.netrc`` credentials, shared by the items of one
+        #: download_many call so that the file is looked for once per host.
+        self.netrc_cache: dict[str, tuple[str, str] | None] | None = None
 
 
 class ObjectInfo:
@@ -182,12 +184,22 @@ def _request_headers(
     if not any(k.lower() == "authorization" for k in headers):
         credentials = request.auth if on_origin else None
         if credentials is None and request.use_netrc:
-            credentials = _auth.netrc_credentials(urllib.parse.urlsplit(url).hostname or "")
+            credentials = _netrc_credentials(request, url)
         if credentials is not None:
             headers["Authorization"] = _auth.basic_auth_header(*credentials)
     if request.signer is not None and on_origin:
         headers.update(request.signer(method, url, headers))
     return headers
+
+
+def _netrc_credentials(request: FetchRequest, url: str) -> tuple[str, str] | None:
+    host = _httputil.host_of(url)
+    cache = request.netrc_cache
+    if cache is None:
+        return _auth.netrc_credentials(host)
+    if host not in cache:
+        cache[host] = _auth.netrc_credentials(host)
+    return cache[host]
 
 
 def _merge_headers(headers: dict[str, str], new: Mapping[str, str]) -> None:

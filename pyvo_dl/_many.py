@@ -176,40 +176,59 @@ def _run_threads(
     workers: int,
     per_host: int,
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    limits = _HostLimits(per_host)
+    # Plain threads taking the next item from a shared iterator: a future,
+    # a work item and a semaphore per item cost more than a small download.
+    limits = _HostLimits(per_host) if per_host < workers else None
     stop = threading.Event()
+    lock = threading.Lock()
+    pending = iter(todo)
+    crashed: list[BaseException] = []
 
-    def work(index: int) -> None:
-        if stop.is_set():
-            return
+    def download_one(index: int) -> Any:
         source, target = planned[index]
+        item_kwargs = dict(kwargs, progress=display.child())
+        if limits is None:
+            return run_one(download, source, target, item_kwargs)
         with limits.for_host(_source_host(source)):
             if stop.is_set():
+                return None
+            return run_one(download, source, target, item_kwargs)
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                index = next(pending, None)
+            if index is None:
                 return
             try:
-                outcome: Any = run_one(
-                    download, source, target, dict(kwargs, progress=display.child())
-                )
+                outcome: Any = download_one(index)
             except Exception as exc:  # each item's exception is its result
                 outcome = exc
-        _record(results, index, outcome, display)
+            except BaseException as exc:  # not an item's failure: stop the batch
+                stop.set()
+                crashed.append(exc)
+                return
+            if outcome is not None:
+                _record(results, index, outcome, display)
 
-    pool = ThreadPoolExecutor(max_workers=min(workers, max(1, len(todo))))
-    futures = [pool.submit(work, index) for index in todo]
+    threads = [
+        threading.Thread(target=work, name=f"pyvo_dl-{n}")
+        for n in range(min(workers, max(1, len(todo))))
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        for future in futures:
-            future.result()
+        for thread in threads:
+            thread.join()
     except BaseException:
         # Ctrl-C: nothing new starts; downloads under way finish, and one
         # cut short by a second Ctrl-C leaves a .part the next call resumes.
         stop.set()
-        for future in futures:
-            future.cancel()
+        for thread in threads:
+            thread.join()
         raise
-    finally:
-        pool.shutdown(wait=True)
+    if crashed:
+        raise crashed[0]
 
 
 def _run_on_executor(

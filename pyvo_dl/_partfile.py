@@ -85,6 +85,29 @@ def prepare_target(path: str) -> None:
         raise disk_error(exc, parent, "create the folder") from exc
 
 
+def write_new_file(path: str, data: memoryview) -> None:
+    """Write ``data`` to a new file at ``path`` (a ``.part``), never through a symbolic link.
+
+    Raises
+    ------
+    DownloadError
+        Naming ``path``, when it cannot be written; nothing is left there then.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
+    except OSError as exc:
+        raise disk_error(exc, path, "create") from exc
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    except OSError as exc:
+        os.close(fd)
+        _remove(path)  # the caller still holds every byte: nothing is lost
+        raise disk_error(exc, path, "write") from exc
+    os.close(fd)
+
+
 class PartFile:
     """The ``.part`` file of a target and its ``.part.json`` state.
 

@@ -675,3 +675,14 @@ def test_resolve_redirect_only_reaches_http(location: str) -> None:
     except ValueError:
         return
     assert target.startswith(("http://", "https://"))
+
+
+def test_quoting_is_skipped_exactly_when_quote_would_change_nothing() -> None:
+    """check_url's shortcut: _NEEDS_QUOTING matches the characters quote() rewrites."""
+    from urllib.parse import quote
+
+    from pyvo_dl._httputil import _NEEDS_QUOTING, _URL_SAFE
+
+    for code in [*range(0x300), 0x2028, 0xFEFF, 0x1F600]:
+        char = chr(code)
+        assert (quote(char, safe=_URL_SAFE) != char) == bool(_NEEDS_QUOTING.search(char)), char

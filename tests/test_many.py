@@ -214,3 +214,105 @@ def test_recursive_missing_bucket_is_one_failed_item(s3_endpoint: str, tmp_path:
     assert len(results) == 1
     assert isinstance(results[0], pyvo_dl.S3Error)
     assert results[0].code == "NoSuchBucket"
+
+
+# -- download_many's short path for small new files (engine.fetch_small) ------
+
+
+def _one(http_server: FaultServer, tmp_path: Path, path: str, **kwargs: object) -> object:
+    (result,) = pyvo_dl.download_many(
+        [(http_server.url(path), "out.fits")], tmp_path, progress=False, **kwargs
+    )
+    return result
+
+
+def test_small_path_writes_through_a_part_and_leaves_nothing(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    http_server.add_file("/s/a.fits", _body(1))
+    assert _one(http_server, tmp_path, "/s/a.fits") == str(tmp_path / "out.fits")
+    assert sorted(os.listdir(tmp_path)) == ["out.fits"]  # no .part, .part.json or .lock
+    assert (tmp_path / "out.fits").read_bytes() == _body(1)
+    (request,) = http_server.requests
+    assert request.method == "GET"
+    assert "range" not in request.headers
+
+
+def test_small_path_hands_a_large_body_on_without_asking_twice(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """A body over one buffer (1 MiB) is streamed from the same answer: one GET."""
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    http_server.add_file("/s/big.fits", data)
+    assert _one(http_server, tmp_path, "/s/big.fits") == str(tmp_path / "out.fits")
+    assert (tmp_path / "out.fits").read_bytes() == data
+    assert [r.method for r in http_server.requests] == ["GET"]
+
+
+def test_small_path_retries_a_transient_status_once_per_attempt(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """503 then 200: two requests, as without the short path (the 503 counts as attempt 1)."""
+    http_server.add_file("/s/b.fits", _body(2))
+    http_server.set_fault("/s/b.fits", status=503, retry_after="0", times=1)
+    assert _one(http_server, tmp_path, "/s/b.fits", retries=1) == str(tmp_path / "out.fits")
+    assert [r.status for r in http_server.requests] == [503, 200]
+    http_server.reset_log()
+    http_server.set_fault("/s/b.fits", status=503, retry_after="0", times=5)
+    error = _one(http_server, tmp_path / "again", "/s/b.fits", retries=1)
+    assert isinstance(error, pyvo_dl.HTTPStatusError)
+    assert error.status == 503
+    assert [r.status for r in http_server.requests] == [503, 503]  # retries=1: two attempts
+
+
+def test_small_path_retries_a_body_cut_short(http_server: FaultServer, tmp_path: Path) -> None:
+    http_server.add_file("/s/c.fits", _body(3, 100_000))
+    http_server.set_fault("/s/c.fits", drop_after=40_000, times=1)
+    assert _one(http_server, tmp_path, "/s/c.fits") == str(tmp_path / "out.fits")
+    assert (tmp_path / "out.fits").read_bytes() == _body(3, 100_000)
+    assert sorted(os.listdir(tmp_path)) == ["out.fits"]
+    _first, second = http_server.requests
+    assert second.headers["range"] == "bytes=40000-"  # resumed from the byte reached
+
+
+def test_small_path_follows_redirects_and_reports_errors(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    http_server.add_file("/s/real.fits", _body(4))
+    http_server.add_redirect("/s/moved.fits", "/s/real.fits")
+    assert _one(http_server, tmp_path, "/s/moved.fits") == str(tmp_path / "out.fits")
+    assert (tmp_path / "out.fits").read_bytes() == _body(4)
+    error = _one(http_server, tmp_path / "404", "/s/missing.fits")
+    assert isinstance(error, pyvo_dl.HTTPStatusError)
+    assert error.status == 404
+    assert not (tmp_path / "404").exists() or os.listdir(tmp_path / "404") == []
+
+
+def test_small_path_leaves_resume_and_cache_to_the_long_way(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    data = _body(5, 50_000)
+    http_server.add_file("/s/d.fits", data)
+    # A .part left by a call cut short (here: a dropped connection, no
+    # retries) is continued with a range.
+    http_server.set_fault("/s/d.fits", drop_after=20_000, times=1)
+    error = _one(http_server, tmp_path, "/s/d.fits", retries=0)
+    assert isinstance(error, pyvo_dl.DownloadError)
+    assert (tmp_path / "out.fits.part").stat().st_size == 20_000
+    http_server.reset_log()
+    assert _one(http_server, tmp_path, "/s/d.fits") == str(tmp_path / "out.fits")
+    assert (tmp_path / "out.fits").read_bytes() == data
+    (request,) = http_server.requests
+    assert request.headers["range"] == "bytes=20000-"
+    # A file already there is checked with HEAD (cache=True by default): no GET.
+    http_server.reset_log()
+    assert _one(http_server, tmp_path, "/s/d.fits") == str(tmp_path / "out.fits")
+    assert [r.method for r in http_server.requests] == ["HEAD"]
+
+
+def test_small_path_warns_about_an_html_page_for_a_data_name(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    http_server.add_file("/s/e.fits", b"<html>error</html>", content_type="text/html")
+    with pytest.warns(pyvo_dl.DownloadWarning, match="HTML page"):
+        assert _one(http_server, tmp_path, "/s/e.fits") == str(tmp_path / "out.fits")
