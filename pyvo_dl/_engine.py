@@ -21,9 +21,9 @@ import warnings
 from . import _exchange, _httputil, _integrity, _parallel
 from ._errors import DownloadError, DownloadWarning, IntegrityError
 from ._exchange import FetchRequest, report
-from ._partfile import PartFile, TargetLock, prepare_target, write_new_file
+from ._partfile import PartFile, TargetLock, disk_error, prepare_target, write_new_file
 from ._retry import RetryPolicy
-from ._transport import ConnectionFault
+from ._transport import ConnectionFault, LocalWriteError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -167,6 +167,11 @@ def _write_whole(download: _Download, response: Response) -> bool:
     sink.finish(True)
     _exchange.log(_INFO, "downloaded %s to %s (%d bytes)", request.label, request.target, size)
     return True
+
+
+def _can_splice(response: Any) -> bool:
+    can_splice = getattr(response, "can_splice", None)  # a requests session's cannot
+    return can_splice is not None and bool(can_splice())
 
 
 def _warn_if_html(request: FetchRequest, headers: Mapping[str, str], stacklevel: int) -> None:
@@ -541,37 +546,63 @@ class _Download:
             if start:
                 _exchange.hash_prefix(self.verifier, self.part.path, start)
         verifier = self.verifier
-        view = _exchange.buffer()
-        done = start
-        sink_update = self.sink.update
-        refresh = self.lock.refresh
-        readinto = response.readinto
+        self.offset = start
         # Never past the known size: a body that goes on (a chunked answer
         # that never ends) is cut there and its connection dropped.
         end = total if total is not None else -1
-        full = len(view)
         f = self.part.open(start)
         try:
-            while True:
-                room = end - done
-                if end >= 0 and room < full:
-                    if room <= 0:
-                        break
-                    n = readinto(view[:room])
-                else:
-                    n = readinto(view)
-                if not n:
-                    break
-                chunk = view[:n]
-                _exchange.write_all(f, chunk, self.part.path)
-                if verifier is not None:
-                    verifier.update(chunk)
-                done += n
-                sink_update(done)
-                refresh(time.time())
+            if verifier is None and end >= 0 and _can_splice(response):
+                self._splice_body(response, f, end)
+            else:
+                self._copy_body(response, f, end, verifier)
         finally:
-            self.offset = done
             f.close()
+
+    def _copy_body(self, response: Response, f: Any, end: int, verifier: Verifier | None) -> None:
+        """Read the body into this thread's buffer and write it out (and hash it)."""
+        view = _exchange.buffer()
+        done = self.offset
+        sink_update = self.sink.update
+        refresh = self.lock.refresh
+        readinto = response.readinto
+        full = len(view)
+        while True:
+            room = end - done
+            if end >= 0 and room < full:
+                if room <= 0:
+                    break
+                n = readinto(view[:room])
+            else:
+                n = readinto(view)
+            if not n:
+                break
+            chunk = view[:n]
+            _exchange.write_all(f, chunk, self.part.path)
+            if verifier is not None:
+                verifier.update(chunk)
+            done += n
+            self.offset = done
+            sink_update(done)
+            refresh(time.time())
+
+    def _splice_body(self, response: Any, f: Any, end: int) -> None:
+        """Move the body into the file inside the kernel (nothing to hash on the way)."""
+        fd = f.fileno()
+        done = self.offset
+        sink_update = self.sink.update
+        refresh = self.lock.refresh
+        while done < end:
+            try:
+                n = response.splice_into(fd, min(end - done, _exchange.BUFFER_SIZE))
+            except LocalWriteError as exc:
+                raise disk_error(exc.error, self.part.path, "write") from exc.error
+            if not n:
+                break
+            done += n
+            self.offset = done
+            sink_update(done)
+            refresh(time.time())
 
     def _verify_and_commit(self) -> None:
         _exchange.verify_and_commit(self.request, self.part, self.state, self.verifier)

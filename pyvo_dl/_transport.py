@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import sys
 import time
 import urllib.parse
-from _thread import allocate_lock
+from _thread import _local, allocate_lock
 
 from . import _httputil
 from ._errors import DownloadError
@@ -76,6 +77,62 @@ class IncompleteBody(ProtocolError):
     def __init__(self, received: int, expected: int | None) -> None:
         more = "" if expected is None else f", {expected} more expected"
         super().__init__(f"the body ended after {received} bytes of this read{more}")
+
+
+class LocalWriteError(Exception):
+    """Writing a spliced body into the file failed: the disk's fault, not the network's.
+
+    Parameters
+    ----------
+    error : OSError
+        What the write raised; the engine reports it against the file.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+#: os.splice (Linux, Python 3.10+) moves a body from the socket to the file
+#: through a pipe inside the kernel, one copy fewer than through a buffer.
+_SPLICE = getattr(os, "splice", None) if sys.platform.startswith("linux") else None
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+_PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named only from Python 3.10 on
+_pipes = _local()
+
+
+def _pipe() -> tuple[int, int]:
+    """This thread's pipe for splicing (1 MiB where the system allows)."""
+    pipe: tuple[int, int] | None = getattr(_pipes, "pipe", None)
+    if pipe is None:
+        pipe = os.pipe()
+        try:
+            import fcntl  # Linux only, and only for large bodies
+
+            fcntl.fcntl(pipe[1], _F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:
+            pass  # the default 64 KiB works, with more system calls
+        _pipes.pipe = pipe
+    return pipe
+
+
+def _drop_pipe() -> None:
+    """Close this thread's pipe (it may hold bytes of an abandoned body)."""
+    pipe = getattr(_pipes, "pipe", None)
+    _pipes.pipe = None
+    if pipe is not None:
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
+def _write_file(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise LocalWriteError(exc) from exc
 
 
 class _StaleConnection(Exception):
@@ -344,7 +401,8 @@ class StdlibResponse:
         self.status = status
         self.reason = reason
         self.headers: Any = headers
-        self._fault: OSError | None = None
+        #: A fault met after some bytes were handed over; raised by the next read.
+        self._fault: Exception | None = None
         self._chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
         self._chunk_left = 0
         #: Bytes of body still to come; None: until the connection ends.
@@ -358,6 +416,8 @@ class StdlibResponse:
             if self._left is None:
                 self.will_close = True
         self._ended = self._bodiless = self._left == 0
+        #: Whether the reader's buffer has been emptied for splicing.
+        self._drained = False
 
     # -- body ---------------------------------------------------------------
 
@@ -383,6 +443,106 @@ class StdlibResponse:
         except Exception as exc:
             self.close()
             raise _translate(exc, self.url, "reading the body of") from exc
+
+    def can_splice(self) -> bool:
+        """Whether :meth:`splice_into` can carry this body (a sized body on a plain socket)."""
+        if _SPLICE is None or self._chunked or self._left is None or self._conn is None:
+            return False
+        if type(self._conn.sock) is not socket.socket:  # TLS decrypts in user space
+            return False
+        try:
+            _pipe()
+        except OSError:
+            return False  # out of file descriptors, say: the buffer path still works
+        return True
+
+    def splice_into(self, fd: int, limit: int) -> int:
+        """Move up to ``limit`` body bytes into the file ``fd`` at its position; 0 at the end.
+
+        Like :meth:`readinto`, but the bytes go from the socket to the file
+        through a pipe inside the kernel, never through Python. It moves
+        what comes within 0.2 s (for the progress display); a network fault
+        after some bytes hands those over and is raised by the next call.
+
+        Raises
+        ------
+        ConnectionFault
+            For the network, as :meth:`readinto`.
+        LocalWriteError
+            When the file cannot be written (a full disk).
+        """
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            self.close()
+            raise _translate(fault, self.url, "reading the body of") from fault
+        left = self._left
+        if self._ended or left is None:
+            return 0
+        limit = min(limit, left)
+        try:
+            if not self._drained:
+                # The body's first bytes came with the head, into the reader's
+                # buffer; a read1 of a buffer's size takes them all, after
+                # which the socket holds the rest.
+                self._drained = True
+                data = self._fp.read1(min(limit, _READ_BUFFER))  # type: ignore[attr-defined]
+                if not data:
+                    raise IncompleteBody(0, left)
+                _write_file(fd, data)
+                done = len(data)
+            else:
+                done = self._splice(fd, limit)
+        except LocalWriteError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise _translate(exc, self.url, "reading the body of") from exc
+        self._left = left - done
+        if not self._left:
+            self._ended = True
+        return done
+
+    def _splice(self, fd: int, limit: int) -> int:
+        assert self._conn is not None  # checked by can_splice
+        assert _SPLICE is not None  # checked by can_splice
+        sock = self._conn.sock
+        source = sock.fileno()
+        timeout = sock.gettimeout()
+        wait_ms = None if timeout is None else max(1, int(timeout * 1000))
+        poller = select.poll()
+        poller.register(source, select.POLLIN)
+        read_end, write_end = _pipe()
+        done = 0
+        deadline = time.monotonic() + _MAX_FILL_SECONDS
+        error: Exception
+        while done < limit:
+            try:
+                n = _SPLICE(source, write_end, min(limit - done, _PIPE_SIZE), flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                if poller.poll(wait_ms):
+                    continue
+                n, error = -1, socket.timeout("timed out")
+            except OSError as exc:
+                n, error = -1, exc
+            if n <= 0:
+                if n == 0:
+                    error = IncompleteBody(done, (self._left or 0) - done)  # it ended
+                if not done:
+                    raise error
+                self._fault = error
+                break
+            moved = 0
+            try:
+                while moved < n:
+                    moved += _SPLICE(read_end, fd, n - moved)
+            except OSError as exc:
+                _drop_pipe()
+                raise LocalWriteError(exc) from exc
+            done += n
+            if time.monotonic() >= deadline:
+                break
+        return done
 
     def _fill(self, view: memoryview) -> int:
         """Read into ``view`` until full, the end of the stream, a fault or the deadline."""
@@ -430,7 +590,7 @@ class StdlibResponse:
                 except (OSError, ProtocolError) as exc:
                     if not done:
                         raise
-                    self._fault = exc if isinstance(exc, OSError) else OSError(str(exc))
+                    self._fault = exc
                     break
                 if size == 0:
                     self._ended = True
@@ -442,7 +602,7 @@ class StdlibResponse:
                 if self._fault is None and not done:
                     raise IncompleteBody(0, self._chunk_left)
                 if self._fault is None:
-                    self._fault = OSError("the connection ended inside a chunk")
+                    self._fault = IncompleteBody(done, self._chunk_left)
                 break
             done += n
             self._chunk_left -= n

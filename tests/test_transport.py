@@ -28,6 +28,7 @@ from pyvo_dl._transport import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 def _reader(data: bytes, size: int = 65536) -> io.BufferedReader:
@@ -175,3 +176,60 @@ def test_body_until_close(pair: tuple[socket.socket, socket.socket]) -> None:
     assert response.read(100) == b"all of it"
     response.release()
     assert released == []  # HTTP/1.0 without keep-alive: closed
+
+
+# -- splicing a body into a file (Linux, Python 3.10+) ---------------------------
+
+needs_splice = pytest.mark.skipif(
+    not hasattr(__import__("os"), "splice"), reason="os.splice: Linux, Python 3.10+"
+)
+
+
+@needs_splice
+def test_splice_moves_a_sized_body_into_the_file(
+    pair: tuple[socket.socket, socket.socket], tmp_path: Path
+) -> None:
+    import os
+
+    ours, peer = pair
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    thread = _send_later(peer, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+    response, released = _response(ours)
+    assert response.can_splice()
+    with open(tmp_path / "out", "wb") as f:
+        while response.splice_into(f.fileno(), 1024 * 1024):
+            pass
+    thread.join()
+    response.release()
+    assert (tmp_path / "out").read_bytes() == body
+    assert len(released) == 1
+
+
+@needs_splice
+def test_splice_hands_over_what_came_before_a_cut(
+    pair: tuple[socket.socket, socket.socket], tmp_path: Path
+) -> None:
+    from pyvo_dl._transport import ConnectionFault
+
+    ours, peer = pair
+    peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 500000\r\n\r\n" + b"x" * 200_000)
+    peer.shutdown(socket.SHUT_WR)
+    response, _ = _response(ours)
+    moved = []
+    with open(tmp_path / "out", "wb") as f:
+
+        def splice_until_it_fails() -> None:
+            while True:
+                moved.append(response.splice_into(f.fileno(), 1024 * 1024))
+
+        with pytest.raises(ConnectionFault, match="closed early"):
+            splice_until_it_fails()
+    assert sum(moved) == 200_000
+    assert (tmp_path / "out").read_bytes() == b"x" * 200_000
+
+
+def test_chunked_and_tls_bodies_are_not_spliced(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    response, _ = _response(ours)
+    assert not response.can_splice()
