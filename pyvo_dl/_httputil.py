@@ -10,17 +10,15 @@ Pure functions: no sockets, no clock (``now`` is passed in), no environment.
 
 from __future__ import annotations
 
-# Kept to what the URL and header parsing needs: re (which loads functools
-# and collections with it) and urllib.parse. email.utils, calendar and typing
-# cost far more to import than a 1 MiB download takes (SPEC §6).
-import functools
-import re
-from collections import namedtuple
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+# The usual URL and header goes through string methods only: re (with enum,
+# functools and collections) and urllib.parse (with ipaddress) cost more to
+# import than a 1 MiB download takes (SPEC §6), so they are imported when
+# something unusual needs them. email.utils, calendar and typing never are.
+from ._record import named_record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Final, Mapping, NamedTuple
+    from typing import Any, Final, Mapping, NamedTuple
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -56,20 +54,45 @@ MAX_REDIRECTS: Final = 10
 
 _SCHEMES: Final = frozenset(["http", "https"])
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
-_DIGITS: Final = re.compile(r"[0-9]+")
+
+
+class _LazyPattern:
+    """A regular expression compiled, and ``re`` imported, at its first use."""
+
+    __slots__ = ("_compiled", "_flags", "_source")
+
+    def __init__(self, source: str, ignore_case: bool = False) -> None:
+        self._source = source
+        self._flags = ignore_case
+        self._compiled: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            import re  # noqa: PLC0415 - see the comment on the imports above
+
+            self._compiled = re.compile(self._source, re.IGNORECASE if self._flags else 0)
+        return getattr(self._compiled, name)
+
+
+_CONTROL: Final = _LazyPattern("[\x00-\x1f\x7f]")
 # Characters no host name or IP literal has (RFC 3986 reg-name): seen in
 # typos and injection attempts, and refused by DNS anyway.
-_BAD_HOST: Final = re.compile(r"[\s<>\"{}|\\^`/]")
+_BAD_HOST: Final = _LazyPattern(r"[\s<>\"{}|\\^`/]")
+#: The same, for an ASCII host (\s: the ASCII whitespace, \x1c-\x1f included).
+_BAD_HOST_ASCII: Final = frozenset(' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f<>"{}|\\^`/')
 # What requests' requote_uri leaves alone: reserved characters and '%', so
 # existing escapes survive and only spaces and non-ASCII get encoded.
 _URL_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
-#: A character that quote(text, safe=_URL_SAFE) would change.
-_NEEDS_QUOTING: Final = re.compile(r"[^A-Za-z0-9_.\-~!#$%&'()*+,/:;=?@\[\]]")
-_CONTENT_RANGE: Final = re.compile(
-    r"\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*",
-    re.IGNORECASE,
+#: Deletes what quote(text, safe=_URL_SAFE) leaves as it is: what remains needs quoting.
+_QUOTE_FREE: Final = dict.fromkeys(
+    map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~" + _URL_SAFE)
 )
+_CONTENT_RANGE: Final = _LazyPattern(
+    r"\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*",
+    ignore_case=True,
+)
+#: What a URL must not contain to be split without urllib.parse (see _split_plain).
+_NOT_PLAIN: Final = frozenset(" \\#[]@")
 # Dropped when a redirect leaves the origin (SPEC §3.4): credentials, S3
 # signing headers, and Host, which would name the old server.
 _CROSS_ORIGIN_DROP: Final = frozenset(["authorization", "cookie", "proxy-authorization", "host"])
@@ -112,6 +135,18 @@ def check_url(url: str) -> str:
     if not isinstance(url, str):
         raise TypeError(f"URL {url!r} is not a string")
     text = url.strip()
+    plain = split_plain(text)
+    if plain is not None:
+        scheme, netloc, path, query, hostname, _ = plain
+        if scheme in _SCHEMES and hostname and not _BAD_HOST_ASCII.intersection(hostname):
+            return f"{scheme}://{netloc}{_quoted(path)}{'?' if query else ''}{_quoted(query)}"
+    return _check_url_in_full(url, text)
+
+
+def _check_url_in_full(url: str, text: str) -> str:
+    """check_url for any URL, with urllib.parse (and the exact reason for a refusal)."""
+    from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - see the imports above
+
     if _CONTROL.search(text):
         raise ValueError(f"URL {url!r} contains control characters")
     try:
@@ -130,9 +165,63 @@ def check_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, _quoted(parts.path), _quoted(parts.query), ""))
 
 
+def split_plain(url: str) -> tuple[str, str, str, str, str, int | None] | None:
+    """Split a plain URL as urllib.parse does; None for one that is not plain.
+
+    Plain: printable ASCII, no space, backslash, fragment, IPv6 literal or
+    ``user@``, and a port (if any) of digits up to 65535. For those,
+    ``urlsplit`` and this agree (a property test checks it); everything
+    else goes to ``urlsplit`` itself. Most URLs are plain, and this costs
+    neither the import of urllib.parse nor its general parse.
+
+    Returns
+    -------
+    tuple or None
+        ``(scheme, netloc, path, query, hostname, port)``: the scheme and
+        host name lower-cased, the port None when absent.
+
+    Examples
+    --------
+    >>> split_plain("HTTPS://Archive.example:8443/data/a.fits?x=1")
+    ('https', 'Archive.example:8443', '/data/a.fits', 'x=1', 'archive.example', 8443)
+    >>> split_plain("https://user@archive.example/") is None
+    True
+    """
+    if not (url.isascii() and url.isprintable()) or not _NOT_PLAIN.isdisjoint(url):
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.isalpha():
+        return None
+    end = len(rest)
+    for mark in "/?":
+        found = rest.find(mark, 0, end)
+        if found >= 0:
+            end = found
+    netloc, tail = rest[:end], rest[end:]
+    if "%" in netloc:
+        return None  # a zone or an escape in the host: urlsplit's rules apply
+    path, _, query = tail.partition("?")
+    host, colon, port_text = netloc.partition(":")
+    port = None
+    if colon and port_text:
+        if not port_text.isdigit() or int(port_text) > 65535:
+            return None
+        port = int(port_text)
+    return scheme.lower(), netloc, path, query, host.lower(), port
+
+
+def _is_digits(text: str) -> bool:
+    # int() alone would accept "+5", "1_000" and non-ASCII digits.
+    return text.isascii() and text.isdigit()
+
+
 def _quoted(text: str) -> str:
-    # Most URLs need no quoting; one search says so faster than quote().
-    return quote(text, safe=_URL_SAFE) if _NEEDS_QUOTING.search(text) else text
+    # Most URLs need no quoting: deleting the characters quote() keeps says so.
+    if not text.translate(_QUOTE_FREE):
+        return text
+    from urllib.parse import quote  # noqa: PLC0415 - see the imports above
+
+    return quote(text, safe=_URL_SAFE)
 
 
 def _ascii_netloc(url: str, netloc: str) -> str:
@@ -144,7 +233,7 @@ def _ascii_netloc(url: str, netloc: str) -> str:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError as e:
         raise ValueError(f"malformed URL {url!r}: bad host name {host!r}") from e
-    return quote(userinfo, safe=_URL_SAFE) + at + ascii_host + colon + port
+    return _quoted(userinfo) + at + ascii_host + colon + port
 
 
 if TYPE_CHECKING:
@@ -155,9 +244,9 @@ if TYPE_CHECKING:
         total: int | None
 
 else:
-    # collections.namedtuple, not typing.NamedTuple: the same class at run
-    # time without importing typing; type checkers see the typed fields.
-    _ContentRangeFields = namedtuple("ContentRange", ["start", "end", "total"], module=__name__)
+    # What collections.namedtuple makes, without importing collections or
+    # typing; type checkers see the typed fields.
+    _ContentRangeFields = named_record("ContentRange", ["start", "end", "total"], __name__)
 
 
 class ContentRange(_ContentRangeFields):
@@ -300,7 +389,7 @@ def parse_content_length(value: str | None) -> int | None:
         return None
     pieces = [piece.strip() for piece in value.split(",")]
     # int() alone would accept "+5", "1_000" and non-ASCII digits.
-    if not all(_DIGITS.fullmatch(piece) for piece in pieces):
+    if not all(_is_digits(piece) for piece in pieces):
         return None
     lengths = {int(piece) for piece in pieces}
     return lengths.pop() if len(lengths) == 1 else None
@@ -483,7 +572,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if _DIGITS.fullmatch(text):
+    if _is_digits(text):
         return float(text)
     parsed = _parse_http_date(text)
     if parsed is None:
@@ -566,6 +655,8 @@ def resolve_redirect(base_url: str, location: str) -> str:
     ...
     ValueError: refusing redirect from https://a.example/x to 'file:///etc/passwd': ...
     """
+    from urllib.parse import urljoin  # noqa: PLC0415 - redirects are not the usual case
+
     try:
         return check_url(urljoin(base_url, _utf8_from_latin1(location.strip())))
     except ValueError as e:
@@ -583,18 +674,40 @@ def _utf8_from_latin1(text: str) -> str:
         return text
 
 
-# Every request compares its URL with the first one: remember the answers.
-@functools.lru_cache(maxsize=256)
+_ORIGINS: dict[str, tuple[str, str, int | None] | None] = {}
+_MAX_ORIGINS = 256
+
+
 def _origin(url: str) -> tuple[str, str, int | None] | None:
+    # Every request compares its URL with the first one: remember the answers.
     try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        port = parts.port
-    except ValueError:
+        return _ORIGINS[url]
+    except KeyError:
+        pass
+    origin = _parse_origin(url)
+    if len(_ORIGINS) >= _MAX_ORIGINS:
+        _ORIGINS.clear()
+    _ORIGINS[url] = origin
+    return origin
+
+
+def _parse_origin(url: str) -> tuple[str, str, int | None] | None:
+    plain = split_plain(url)
+    if plain is not None:
+        scheme, _, _, _, hostname, port = plain
+    else:
+        from urllib.parse import urlsplit  # noqa: PLC0415 - see the imports above
+
+        try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            port = parts.port
+        except ValueError:
+            return None
+        hostname = (parts.hostname or "").lower()
+    if not hostname:
         return None
-    if not parts.hostname:
-        return None
-    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS.get(scheme)
+    return scheme, hostname, port or _DEFAULT_PORTS.get(scheme)
 
 
 def host_of(url: str) -> str:

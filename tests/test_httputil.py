@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyvo_dl._httputil import (
@@ -678,11 +678,63 @@ def test_resolve_redirect_only_reaches_http(location: str) -> None:
 
 
 def test_quoting_is_skipped_exactly_when_quote_would_change_nothing() -> None:
-    """check_url's shortcut: _NEEDS_QUOTING matches the characters quote() rewrites."""
+    """check_url's shortcut: _QUOTE_FREE deletes exactly the characters quote() keeps."""
     from urllib.parse import quote
 
-    from pyvo_dl._httputil import _NEEDS_QUOTING, _URL_SAFE
+    from pyvo_dl._httputil import _QUOTE_FREE, _URL_SAFE, _quoted
 
     for code in [*range(0x300), 0x2028, 0xFEFF, 0x1F600]:
         char = chr(code)
-        assert (quote(char, safe=_URL_SAFE) != char) == bool(_NEEDS_QUOTING.search(char)), char
+        assert (quote(char, safe=_URL_SAFE) != char) == bool(char.translate(_QUOTE_FREE)), char
+        assert _quoted(f"/a{char}b") == quote(f"/a{char}b", safe=_URL_SAFE)
+
+
+_SAFE_PIECES = ["http", "HTTPS", "://", ":", "/", "?", "%41", "a", "B", "0", "80", "65536",
+                "..", ".", "-", "~", "=", "&", "%"]  # fmt: skip
+_ODD_PIECES = ["ftp", "#", "@", "[", "]", " ", "\\", "\t", "\x7f", "é", "user:pw"]
+# Mostly pieces of plain URLs, so that both split_plain's answers are tried.
+_URL_PIECES = st.sampled_from(_SAFE_PIECES * 4 + _ODD_PIECES)
+
+
+_URLS = st.builds(
+    lambda scheme, pieces: scheme + "".join(pieces),
+    st.sampled_from(["http://", "HTTPS://", "ftp://", "http:/", "h:", "", "http://a.b:8080"]),
+    st.lists(_URL_PIECES, max_size=14),
+)
+
+
+@settings(max_examples=400)
+@given(_URLS)
+def test_plain_split_agrees_with_urlsplit(url: str) -> None:
+    """split_plain gives what urlsplit gives, for every URL it accepts."""
+    from urllib.parse import urlsplit
+
+    from pyvo_dl._httputil import split_plain
+
+    plain = split_plain(url)
+    if plain is None:
+        return
+    parts = urlsplit(url)
+    scheme, netloc, path, query, hostname, port = plain
+    assert (scheme, netloc, path, query, parts.fragment) == (
+        parts.scheme, parts.netloc, parts.path, parts.query, ""
+    )  # fmt: skip
+    assert hostname == (parts.hostname or "")
+    assert port == parts.port
+
+
+@settings(max_examples=400)
+@given(_URLS)
+def test_check_url_shortcut_agrees_with_the_full_check(url: str) -> None:
+    """check_url's plain-URL path answers as the urllib.parse path does, refusals included."""
+    from pyvo_dl._httputil import _check_url_in_full
+
+    try:
+        expected: object = _check_url_in_full(url, url.strip())
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = check_url(url)
+    except ValueError:
+        got = ValueError
+    assert got == expected
