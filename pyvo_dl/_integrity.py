@@ -11,12 +11,11 @@ Pure except :func:`file_digests`, which reads the file it is given.
 from __future__ import annotations
 
 # hashlib (OpenSSL), zlib and base64 are imported where a checksum is
-# parsed or computed: a download without one never loads them (SPEC §6).
-# functools and collections come with re anyway.
-import functools
-import re
+# parsed or computed: a download without one never loads them (SPEC §6);
+# nor is re, which costs more to import than these few checks.
 import sys
-from collections import namedtuple
+
+from ._record import named_record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,13 +38,9 @@ __all__ = [
 FILE_BUFFER_SIZE: Final = 1 << 20
 # Digest sizes in bytes of the algorithms hashlib does not have.
 _CRC_SIZES: Final = {"crc32": 4, "crc32c": 4}
-_HEX: Final = re.compile(r"[0-9a-fA-F]+")
-# The ETag of a single-part, unencrypted (or SSE-S3) upload is its MD5.
-_MD5_ETAG: Final = re.compile(r"[0-9a-fA-F]{32}")
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 # Checksums S3 may send, with their digest sizes.
 _S3_CHECKSUMS: Final = (("crc32", 4), ("crc32c", 4), ("sha1", 20), ("sha256", 32))
-# A composite (per-part) checksum ends with the part count: "<base64>-12".
-_PART_COUNT: Final = re.compile(r"-[0-9]+\Z")
 # With these the ETag is not an MD5 of the data (SSE-KMS, DSSE-KMS).
 _KMS_ENCRYPTION: Final = frozenset(["aws:kms", "aws:kms:dsse"])
 # Integrity is not a security use: lets md5 work on FIPS-mode systems (3.9+).
@@ -100,9 +95,9 @@ if TYPE_CHECKING:
         expected: str
 
 else:
-    # collections.namedtuple, not typing.NamedTuple: the same class at run
-    # time without importing typing; type checkers see the typed fields.
-    _ChecksumFields = namedtuple("Checksum", ["algorithm", "expected"], module=__name__)
+    # What collections.namedtuple makes, without importing collections or
+    # typing; type checkers see the typed fields.
+    _ChecksumFields = named_record("Checksum", ["algorithm", "expected"], __name__)
 
 
 class Checksum(_ChecksumFields):
@@ -164,7 +159,7 @@ class Checksum(_ChecksumFields):
 
             choices = ", ".join(sorted(hashlib.algorithms_guaranteed | set(_CRC_SIZES)))
             raise ValueError(f"checksum {spec!r}: unknown algorithm {name!r}; use one of {choices}")
-        if not _HEX.fullmatch(digest):
+        if not _is_hex(digest):
             raise ValueError(f"checksum {spec!r}: the digest is not hexadecimal")
         size = _digest_size(spec, algorithm)
         # shake_* have no fixed size (0): any whole number of bytes will do.
@@ -217,13 +212,14 @@ Checksum(algorithm='crc32', expected='00000000')]
         lower.get("x-amz-server-side-encryption", "").lower() in _KMS_ENCRYPTION
         or "x-amz-server-side-encryption-customer-algorithm" in lower
     )
-    if _MD5_ETAG.fullmatch(etag) and not encrypted:
+    # The ETag of a single-part, unencrypted (or SSE-S3) upload is its MD5.
+    if len(etag) == 32 and _is_hex(etag) and not encrypted:
         found.append(Checksum("md5", etag.lower()))
     if lower.get("x-amz-checksum-type", "").upper() == "COMPOSITE":
         return found
     for algorithm, size in _S3_CHECKSUMS:
         value = lower.get("x-amz-checksum-" + algorithm)
-        if not value or _PART_COUNT.search(value):
+        if not value or _ends_with_part_count(value):
             continue
         try:
             digest = base64.b64decode(value, validate=True)
@@ -258,15 +254,30 @@ def _zlib_crc32() -> Callable[[int, _Buffer], int]:
     return lambda crc, data: crc32(data, crc)
 
 
-@functools.lru_cache(maxsize=None)
+def _is_hex(text: str) -> bool:
+    return bool(text) and _HEX_DIGITS.issuperset(text)
+
+
+def _ends_with_part_count(value: str) -> bool:
+    # A composite (per-part) checksum ends with the part count: "<base64>-12".
+    _, dash, count = value.rpartition("-")
+    return bool(dash) and count.isascii() and count.isdigit()
+
+
+_CRC32C_TABLE: list[tuple[int, ...]] = []
+
+
 def _crc32c_table() -> tuple[int, ...]:
+    if _CRC32C_TABLE:
+        return _CRC32C_TABLE[0]
     table = []
     for byte in range(256):
         value = byte
         for _ in range(8):
             value = (value >> 1) ^ _CRC32C_POLYNOMIAL if value & 1 else value >> 1
         table.append(value)
-    return tuple(table)
+    _CRC32C_TABLE.append(tuple(table))
+    return _CRC32C_TABLE[0]
 
 
 def _crc32c_python(crc: int, data: _Buffer) -> int:
@@ -297,9 +308,17 @@ def _passes_check(extend: Callable[[int, _Buffer], int]) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+_CRC32C_FUNCTION: list[Callable[[int, _Buffer], int]] = []
+
+
 def _crc32c_function() -> Callable[[int, _Buffer], int]:
-    """The fastest working CRC32C: an optional C extension, else pure Python."""
+    """The fastest working CRC32C: an optional C extension, else pure Python (found once)."""
+    if not _CRC32C_FUNCTION:
+        _CRC32C_FUNCTION.append(_find_crc32c_function())
+    return _CRC32C_FUNCTION[0]
+
+
+def _find_crc32c_function() -> Callable[[int, _Buffer], int]:
     candidates: list[Callable[[int, _Buffer], int]] = []
     module = _optional_module("crc32c")
     if module is not None:

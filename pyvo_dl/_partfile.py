@@ -19,9 +19,8 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import re
-import socket
 import time
+from _socket import gethostname
 
 from ._errors import DownloadError
 
@@ -200,18 +199,20 @@ def _holder() -> tuple[str, str]:
     global _HOLDER
     pid = os.getpid()
     if _HOLDER is None or _HOLDER[0] != pid:  # a forked child is another holder
-        host = socket.gethostname()
+        host = gethostname()
         _HOLDER = (pid, _json_string(host), f"{host}:{pid}")
     return _HOLDER[1], _HOLDER[2]
 
 
 #: Text that stands in a JSON string as it is (host names, tokens, numbers).
-_PLAIN = re.compile(r"[A-Za-z0-9_.:+-]*")
+_PLAIN = dict.fromkeys(
+    map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:+-")
+)
 
 
 def _json_string(text: str) -> str:
     """``json.dumps(text)``, without importing json for the usual plain text."""
-    return f'"{text}"' if _PLAIN.fullmatch(text) else _dumps(text)
+    return _dumps(text) if text.translate(_PLAIN) else f'"{text}"'
 
 
 def _pid_alive(pid: int) -> bool:
@@ -376,7 +377,7 @@ def _abandoned(path: str, data: dict[str, Any] | None, clock: Callable[[], float
         # Empty or torn: a holder writes its content right after creating
         # the file, so only an old one is abandoned.
         return age > LOCK_STALE_AFTER
-    if data.get("host") == socket.gethostname():
+    if data.get("host") == gethostname():
         pid = data.get("pid")
         return not (isinstance(pid, int) and _pid_alive(pid))
     return age > LOCK_STALE_AFTER
@@ -407,9 +408,37 @@ def _remove_if_abandoned(path: str, clock: Callable[[], float]) -> bool:
 
 
 def _dumps(value: Any) -> str:
-    import json  # noqa: PLC0415 - a few ms to import; most downloads write no JSON
+    """``json.dumps(value)`` for the state and lock files' plain values.
+
+    json imports re (with enum, functools and collections): more than a
+    large download's start-up should pay to write a few lines. Strings are
+    escaped by json's own C function; the rest is what json.dumps writes.
+    """
+    if isinstance(value, str):
+        return _json_quote(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(_dumps, value)) + "]"
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        items = (f"{_json_quote(key)}: {_dumps(item)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    import json  # noqa: PLC0415 - anything else (never written today)
 
     return json.dumps(value)
+
+
+def _json_quote(text: str) -> str:
+    try:
+        from _json import encode_basestring_ascii  # noqa: PLC0415 - C, imports nothing
+    except ImportError:  # a Python built without json's accelerator
+        from json.encoder import (  # noqa: PLC0415
+            py_encode_basestring_ascii as encode_basestring_ascii,
+        )
+
+    return str(encode_basestring_ascii(text))
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

@@ -29,7 +29,6 @@ import math
 import os
 import sys
 import time
-from collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -651,7 +650,8 @@ class _RateMeter:
     __slots__ = ("_samples",)
 
     def __init__(self) -> None:
-        self._samples: deque[tuple[float, int]] = deque()
+        # A list: collections.deque is not worth its import for a few samples.
+        self._samples: list[tuple[float, int]] = []
 
     def reset(self, now: float, done: int) -> None:
         self._samples.clear()
@@ -661,7 +661,7 @@ class _RateMeter:
         samples = self._samples
         samples.append((now, done))
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
-            samples.popleft()
+            del samples[0]
 
     def rate(self) -> float | None:
         if len(self._samples) < 2:

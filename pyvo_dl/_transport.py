@@ -17,13 +17,14 @@ pyvo's authenticated sessions keep working.
 
 from __future__ import annotations
 
+# _socket, not socket: the socket module builds enums and imports selectors,
+# which a plain-http download does not need (TLS and proxies import it).
+import _socket
+import io
 import os
-import re
 import select
-import socket
 import sys
 import time
-import urllib.parse
 from _thread import _local, allocate_lock
 
 from . import _httputil
@@ -31,7 +32,9 @@ from ._errors import DownloadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     import ssl
+    import urllib.parse
     from typing import Any, BinaryIO, Mapping, Optional, Tuple, Union
 
     Headers = Mapping[str, str]
@@ -51,8 +54,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _READ_BUFFER = 64 * 1024
 #: Origins whose routes are remembered (a crawl over many hosts starts over).
 _MAX_ROUTES = 1024
-#: What may not appear in a request target (as http.client refuses).
-_BAD_TARGET = re.compile("[\x00-\x20\x7f]")
 
 
 class ConnectionFault(DownloadError):
@@ -153,10 +154,10 @@ def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
             "If the server uses a private CA, pass ssl_context= with that CA loaded "
             "(ssl.create_default_context(cafile=...)) or set SSL_CERT_FILE."
         )
-    if isinstance(exc, socket.gaierror):
-        host = urllib.parse.urlsplit(url).hostname
+    if isinstance(exc, _socket.gaierror):
+        host = _httputil.host_of(url)
         return DownloadError(f"cannot resolve host {host!r} of {url}: {exc}")
-    if isinstance(exc, socket.timeout):
+    if isinstance(exc, _socket.timeout):
         return TimeoutFault(f"timed out while {action} {url}")
     if isinstance(exc, IncompleteBody):
         return ConnectionFault(f"connection closed early while {action} {url}: {exc}")
@@ -310,25 +311,62 @@ def _will_close(version: int, headers: _Headers) -> bool:
     return "keep-alive" not in (headers.get("proxy-connection") or "").lower()
 
 
+class _SocketReader(io.RawIOBase):
+    """A socket as a raw byte stream (what ``socket.makefile`` makes, for ``_socket`` too)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:  # type: ignore[override]
+        try:
+            return int(self._sock.recv_into(buffer))
+        except BlockingIOError:
+            return None  # nothing yet on a socket told not to wait (in_step)
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+
+def _open_plain(host: str, port: int, timeout: float) -> Any:
+    """A TCP connection to ``host:port`` (each address in turn, as socket.create_connection)."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(
+        _resolvable(host), port, 0, _socket.SOCK_STREAM
+    ):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error if error is not None else OSError(f"no address found for {host!r}")
+
+
 class _Connection:
     """One HTTP/1.1 connection: its socket, the reader over it, the pool key.
 
     Parameters
     ----------
-    sock : socket.socket
-        Connected (and wrapped in TLS for https).
+    sock : socket
+        Connected: a ``_socket.socket`` for http, an ``ssl.SSLSocket`` for https.
     key : tuple
         ``(scheme, host, port, proxy)``: where it may be reused.
     """
 
-    def __init__(self, sock: socket.socket, key: PoolKey) -> None:
+    def __init__(self, sock: Any, key: PoolKey) -> None:
         self.sock = sock
         self.key = key
         # One buffered reader for the connection's life: status lines and
         # headers are read through it; bodies go past its buffer straight
         # into the caller's (readinto1 with a larger buffer).
         # 64 KiB: the head and a small body arrive in one system call.
-        self.fp: BinaryIO = sock.makefile("rb", buffering=_READ_BUFFER)  # type: ignore[assignment]
+        self.fp: BinaryIO = io.BufferedReader(_SocketReader(sock), _READ_BUFFER)  # type: ignore[assignment]
 
     def settimeout(self, timeout: float) -> None:
         self.sock.settimeout(timeout)
@@ -448,8 +486,9 @@ class StdlibResponse:
         """Whether :meth:`splice_into` can carry this body (a sized body on a plain socket)."""
         if _SPLICE is None or self._chunked or self._left is None or self._conn is None:
             return False
-        if type(self._conn.sock) is not socket.socket:  # TLS decrypts in user space
-            return False
+        ssl = sys.modules.get("ssl")
+        if ssl is not None and isinstance(self._conn.sock, ssl.SSLSocket):
+            return False  # TLS decrypts in user space
         try:
             _pipe()
         except OSError:
@@ -522,7 +561,7 @@ class StdlibResponse:
             except BlockingIOError:
                 if poller.poll(wait_ms):
                     continue
-                n, error = -1, socket.timeout("timed out")
+                n, error = -1, _socket.timeout("timed out")
             except OSError as exc:
                 n, error = -1, exc
             if n <= 0:
@@ -678,6 +717,18 @@ class StdlibResponse:
             conn.close()
 
 
+def _split(url: str) -> tuple[str, str, str, str, str, int | None]:
+    """``(scheme, netloc, path, query, hostname, port)`` of an http(s) URL."""
+    plain = _httputil.split_plain(url)
+    if plain is not None:
+        return plain
+    import urllib.parse  # an unusual URL (IPv6, user@): the general parser
+
+    parts = urllib.parse.urlsplit(url)
+    hostname = parts.hostname or ""
+    return parts.scheme, parts.netloc, parts.path, parts.query, hostname, parts.port
+
+
 def _resolvable(host: str) -> str | bytes:
     """``host`` for getaddrinfo: bytes when ASCII, which skips the IDNA codec.
 
@@ -698,7 +749,8 @@ def _host_header(host: str, port: int, scheme: str) -> str:
 
 def _serialize(method: str, target: str, headers: Mapping[str, str]) -> bytes:
     """The request head, as bytes; refuses a target or field that would split it."""
-    if _BAD_TARGET.search(target):
+    # As http.client refuses: what would end the request line early.
+    if " " in target or not (target.isascii() and target.isprintable()):
         raise ValueError(f"the request target {target!r} contains spaces or control characters")
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers.items():
@@ -762,9 +814,8 @@ class StdlibTransport:
         """
         route = self._routes.get((scheme, netloc))
         if route is None:
-            parts = urllib.parse.urlsplit(f"{scheme}://{netloc}")
-            host = parts.hostname or ""
-            port = parts.port or _DEFAULT_PORTS[scheme]
+            _, _, _, _, host, port = _split(f"{scheme}://{netloc}")
+            port = port or _DEFAULT_PORTS[scheme]
             key: PoolKey = (scheme, host, port, self._proxy_for(scheme, host))
             if len(self._routes) >= _MAX_ROUTES:
                 self._routes.clear()
@@ -795,24 +846,39 @@ class StdlibTransport:
     def _connect(self, key: PoolKey, timeout: float) -> _Connection:
         scheme, host, port, proxy = key
         if proxy is None:
-            sock = socket.create_connection((_resolvable(host), port), timeout)
+            address = (host, port)
         else:
+            import urllib.parse  # only with a proxy
+
             parts = urllib.parse.urlsplit(proxy)
-            proxy_port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 8080)
-            sock = socket.create_connection(
-                (_resolvable(parts.hostname or ""), proxy_port), timeout
-            )
+            address = (parts.hostname or "", parts.port or _DEFAULT_PORTS.get(parts.scheme, 8080))
+        sock = _open_plain(*address, timeout)
         try:
             # Requests go out in one send each; Nagle would only delay them.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             if scheme == "https":
-                if proxy is not None:
-                    _open_tunnel(sock, host, port, urllib.parse.urlsplit(proxy))
-                sock = self._context().wrap_socket(sock, server_hostname=host)
+                sock = self._wrap_tls(sock, host, port, proxy)
         except BaseException:
             sock.close()
             raise
         return _Connection(sock, key)
+
+    def _wrap_tls(self, raw: Any, host: str, port: int, proxy: str | None) -> Any:
+        """TLS to ``host`` over ``raw`` (through a CONNECT tunnel when there is a proxy)."""
+        import socket  # ssl wraps socket.socket objects, not _socket ones
+
+        timeout = raw.gettimeout()
+        sock = socket.socket(fileno=raw.detach())
+        try:
+            sock.settimeout(timeout)
+            if proxy is not None:
+                import urllib.parse  # only with a proxy
+
+                _open_tunnel(sock, host, port, urllib.parse.urlsplit(proxy))
+            return self._context().wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
 
     # -- requests -----------------------------------------------------------
 
@@ -849,16 +915,18 @@ class StdlibTransport:
         ValueError
             For a URL or header that cannot be put in a request.
         """
-        parts = urllib.parse.urlsplit(url)
-        key, host_header = self._route(parts.scheme, parts.netloc)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
+        scheme, netloc, path, query, _, _ = _split(url)
+        key, host_header = self._route(scheme, netloc)
+        target = path or "/"
+        if query:
+            target += "?" + query
         send_headers = {"Host": host_header}
         send_headers.update(headers)
         proxy = key[3]
-        if proxy is not None and key[0] == "http":
-            target = urllib.parse.urlunsplit((key[0], parts.netloc, target, "", ""))
+        if proxy is not None and scheme == "http":
+            import urllib.parse  # only with a proxy
+
+            target = urllib.parse.urlunsplit((scheme, netloc, target, "", ""))
             send_headers.update(_proxy_auth_headers(urllib.parse.urlsplit(proxy)))
         head = _serialize(method, target, send_headers)
 
@@ -938,6 +1006,8 @@ def _open_tunnel(
 def _proxy_auth_headers(proxy: urllib.parse.SplitResult) -> dict[str, str]:
     if proxy.username is None:
         return {}
+    import urllib.parse  # only with a proxy
+
     user = urllib.parse.unquote(proxy.username)
     password = urllib.parse.unquote(proxy.password or "")
     return {"Proxy-Authorization": _httputil.basic_auth_header(user, password)}

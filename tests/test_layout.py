@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from servers import FaultServer
+
 PACKAGE_DIR = os.path.dirname(pyvo_dl.__file__)
 ROOT = os.path.dirname(PACKAGE_DIR)
 
@@ -33,6 +35,7 @@ ROOT = os.path.dirname(PACKAGE_DIR)
 #: import each other).
 ROWS = {
     "_errors": 0,
+    "_record": 0,
     "_names": 1,
     "_httputil": 1,
     "_retry": 1,
@@ -137,6 +140,42 @@ def test_import_is_light() -> None:
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     assert result.stdout.strip() == "", f"import pyvo_dl loaded: {result.stdout.strip()}"
+
+
+#: Standard modules a plain-http download has no use for (SPEC §6): each
+#: costs more to import than a 1 MiB download takes on a loopback.
+NOT_FOR_A_PLAIN_DOWNLOAD = [
+    "re", "enum", "functools", "collections", "urllib", "socket", "selectors", "ssl",
+    "http", "email", "typing", "json", "hashlib", "random", "threading", "logging",
+    "ipaddress", "encodings.idna", "datetime", "calendar",
+]  # fmt: skip
+
+
+def test_first_plain_download_imports_only_what_it_uses(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """A first http download, with its progress line: none of the modules above.
+
+    Run with -S: this machine's site hook imports some of them at start-up
+    (a .pth file), which would hide what pyvo_dl itself imports.
+    """
+    url = http_server.add_file("/first/data.fits", os.urandom(3 * 1024 * 1024))
+    code = textwrap.dedent(
+        f"""
+        import sys
+        before = set(sys.modules)
+        from pyvo_dl import http_download
+        http_download({url!r}, {str(tmp_path / "data.fits")!r})
+        new = set(sys.modules) - before
+        print(",".join(m for m in {NOT_FOR_A_PLAIN_DOWNLOAD!r} if m in new))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    loaded = result.stdout.splitlines()[-1].strip()  # after the progress line
+    assert loaded == "", f"the first download loaded: {loaded}"
 
 
 def test_public_names() -> None:

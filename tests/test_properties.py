@@ -477,3 +477,20 @@ def test_entity_bomb_error_body_from_a_server_is_a_clean_error(
     assert info.value.code == "AccessDenied"
     assert "lol" not in str(info.value)
     assert not os.path.exists(target)
+
+
+_JSON_PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON_PLAIN)
+def test_state_files_are_written_as_json_dumps_would(value: object) -> None:
+    """The .part.json / .lock writer (without importing json) writes what json.dumps writes."""
+    import json
+
+    from pyvo_dl._partfile import _dumps
+
+    assert _dumps(value) == json.dumps(value)
