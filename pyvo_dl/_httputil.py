@@ -25,6 +25,7 @@ __all__ = [
     "REDIRECT_STATUSES",
     "TRANSIENT_STATUSES",
     "ContentRange",
+    "LazyPattern",
     "basic_auth_header",
     "bypasses_proxy",
     "check_url",
@@ -41,6 +42,7 @@ __all__ = [
     "proxies_from_env",
     "resolve_redirect",
     "same_origin",
+    "split_plain",
     "strong_validator",
 ]
 
@@ -56,7 +58,7 @@ _SCHEMES: Final = frozenset(["http", "https"])
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
-class _LazyPattern:
+class LazyPattern:
     """A regular expression compiled, and ``re`` imported, at its first use."""
 
     __slots__ = ("_compiled", "_flags", "_source")
@@ -74,10 +76,10 @@ class _LazyPattern:
         return getattr(self._compiled, name)
 
 
-_CONTROL: Final = _LazyPattern("[\x00-\x1f\x7f]")
+_CONTROL: Final = LazyPattern("[\x00-\x1f\x7f]")
 # Characters no host name or IP literal has (RFC 3986 reg-name): seen in
 # typos and injection attempts, and refused by DNS anyway.
-_BAD_HOST: Final = _LazyPattern(r"[\s<>\"{}|\\^`/]")
+_BAD_HOST: Final = LazyPattern(r"[\s<>\"{}|\\^`/]")
 #: The same, for an ASCII host (\s: the ASCII whitespace, \x1c-\x1f included).
 _BAD_HOST_ASCII: Final = frozenset(' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f<>"{}|\\^`/')
 # What requests' requote_uri leaves alone: reserved characters and '%', so
@@ -87,7 +89,7 @@ _URL_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
 _QUOTE_FREE: Final = dict.fromkeys(
     map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~" + _URL_SAFE)
 )
-_CONTENT_RANGE: Final = _LazyPattern(
+_CONTENT_RANGE: Final = LazyPattern(
     r"\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*",
     ignore_case=True,
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import urllib.parse
 
 from . import _names, _progress
 
@@ -25,6 +24,8 @@ if TYPE_CHECKING:
 def _source_host(source: str) -> str:
     if source.lower().startswith("s3://"):
         return "s3://" + source[5:].split("/", 1)[0]
+    import urllib.parse  # only with max_per_host below workers
+
     return (urllib.parse.urlsplit(source).netloc or "").lower()
 
 

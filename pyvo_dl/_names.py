@@ -12,8 +12,10 @@ Pure functions: no file system access, no environment.
 from __future__ import annotations
 
 import os
-import re
-from urllib.parse import parse_qsl, unquote, urlsplit
+
+# re and urllib.parse are imported when a name needs them: a plain URL's
+# plain name does not, and download_many derives one for every item.
+from ._httputil import LazyPattern, split_plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,10 +39,12 @@ MAX_NAME_BYTES: Final = 200
 # file system), bidi overrides (a name that displays unlike what it is) and
 # the characters Windows forbids: ':' there opens an NTFS alternate data
 # stream. Replaced on every platform so a URL gives the same name everywhere.
-_UNSAFE_CHARS: Final = re.compile(
+_UNSAFE_CHARS: Final = LazyPattern(
     '[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069<>:"|?*]'
 )
-_SEPARATORS: Final = re.compile(r"[/\\]")
+_SEPARATORS: Final = LazyPattern(r"[/\\]")
+#: What the two patterns above can touch in printable ASCII.
+_SPECIAL_ASCII: Final = frozenset('<>:"|?*/\\')
 # Windows opens a device for these names, with any extension, in any folder.
 _DEVICE_NAMES: Final = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
@@ -83,8 +87,11 @@ def sanitize_filename(name: str) -> str | None:
     >>> sanitize_filename("..") is None
     True
     """
-    base = _SEPARATORS.split(name)[-1]
-    base = _UNSAFE_CHARS.sub("_", base)
+    if name.isascii() and name.isprintable() and _SPECIAL_ASCII.isdisjoint(name):
+        base = name  # nothing for the patterns to do: the usual name
+    else:
+        base = _SEPARATORS.split(name)[-1]
+        base = _UNSAFE_CHARS.sub("_", base)
     base = _strip_trailing_junk(base.lstrip())
     if not base:
         return None
@@ -163,6 +170,13 @@ def filename_from_url(url: str) -> str | None:
     >>> filename_from_url("https://example.com/files/") is None
     True
     """
+    plain = split_plain(url)
+    if plain is not None and not plain[3] and "%" not in plain[2]:
+        # No query and no escapes: the name is the path's last part.
+        last = plain[2].rpartition("/")[2]
+        return sanitize_filename(last) if last else None
+    from urllib.parse import parse_qsl, unquote, urlsplit  # noqa: PLC0415
+
     try:
         parts = urlsplit(url)
     except ValueError as e:
@@ -210,15 +224,15 @@ def filename_from_s3_key(key: str) -> str | None:
     return sanitize_filename(key.rpartition("/")[2])
 
 
-_PARAMETER: Final = re.compile(
-    r"""\s*(?P<name>[^\s=;]*)\s*
+# Inline flags ((?xs): VERBOSE, DOTALL): compiled at the first header parsed.
+_PARAMETER: Final = LazyPattern(
+    r"""(?xs)\s*(?P<name>[^\s=;]*)\s*
         (?:=\s*(?P<value>"(?:[^"\\]|\\.)*"|[^;]*))?
-        [^;]*(?:;|\Z)""",
-    re.VERBOSE | re.DOTALL,
+        [^;]*(?:;|\Z)"""
 )
-_QUOTED_STRING: Final = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
-_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
-_EXTENDED_VALUE: Final = re.compile(r"(?P<charset>[^']*)'[^']*'(?P<text>.*)\Z", re.DOTALL)
+_QUOTED_STRING: Final = LazyPattern(r'(?s)"((?:[^"\\]|\\.)*)"')
+_QUOTED_PAIR: Final = LazyPattern(r"(?s)\\(.)")
+_EXTENDED_VALUE: Final = LazyPattern(r"(?s)(?P<charset>[^']*)'[^']*'(?P<text>.*)\Z")
 _EXTENDED_CHARSETS: Final = frozenset(["utf-8", "iso-8859-1", "latin-1", "us-ascii"])
 
 
@@ -252,6 +266,8 @@ def _decode_extended(raw: str) -> str | None:
     charset = match.group("charset").strip().lower()
     if charset not in _EXTENDED_CHARSETS:
         return None
+    from urllib.parse import unquote  # noqa: PLC0415
+
     try:
         return unquote(match.group("text"), encoding=charset, errors="strict")
     except UnicodeDecodeError:

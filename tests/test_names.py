@@ -360,3 +360,25 @@ def test_content_disposition_round_trips(name: str | None) -> None:
     plain = f'attachment; filename="{escaped}"'
     if name.isascii():
         assert filename_from_content_disposition(plain) == name
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)))
+def test_plain_names_skip_patterns_that_would_not_change_them(name: str) -> None:
+    """sanitize_filename's shortcut: a name it skips the patterns for is one they leave alone."""
+    from pyvo_dl._names import _SEPARATORS, _SPECIAL_ASCII, _UNSAFE_CHARS
+
+    if name.isascii() and name.isprintable() and _SPECIAL_ASCII.isdisjoint(name):
+        assert _SEPARATORS.split(name)[-1] == name
+        assert _UNSAFE_CHARS.sub("_", name) == name
+
+
+_PATH_PIECES = st.sampled_from(["a", "B.fits", ".", "..", "/", "x.tar.gz", "%41", "-", "_", "~"])
+
+
+@given(st.lists(_PATH_PIECES, max_size=8).map(lambda p: "https://h.example/" + "".join(p)))
+def test_plain_url_names_as_urllib_gives_them(url: str) -> None:
+    """filename_from_url's shortcut (no query, no escape) gives what the urllib.parse path gives."""
+    from urllib.parse import unquote, urlsplit
+
+    expected = sanitize_filename(unquote(urlsplit(url).path.rpartition("/")[2]))
+    assert filename_from_url(url) == expected
