@@ -711,6 +711,11 @@ def download_many(
         One entry per item (per object found, for prefixes), in order: the
         path written, or the exception that item ended with. It never stops
         at the first failure.
+
+    Notes
+    -----
+    The proxy variables and ``~/.netrc`` are read once per call (per host
+    for ``.netrc``), not once per item.
     """
     from . import _many
 
