@@ -194,14 +194,27 @@ def _remove(path: str) -> None:
 _HOLDER: tuple[int, str, str] | None = None
 
 
-def _holder() -> tuple[str, str]:
-    """This process as a lock holder: (host as JSON, ``host:pid``), found once per process."""
+def _holder() -> tuple[int, str, str]:
+    """This process as a lock holder: (pid, host as JSON, ``host:pid``), found once per process.
+
+    getpid is a system call; a forked child forgets the parent's answer
+    (os.register_at_fork below) instead of asking at every lock.
+    """
     global _HOLDER
-    pid = os.getpid()
-    if _HOLDER is None or _HOLDER[0] != pid:  # a forked child is another holder
+    if _HOLDER is None:
+        pid = os.getpid()
         host = gethostname()
         _HOLDER = (pid, _json_string(host), f"{host}:{pid}")
-    return _HOLDER[1], _HOLDER[2]
+    return _HOLDER
+
+
+def _forget_holder() -> None:
+    global _HOLDER
+    _HOLDER = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_holder)
 
 
 #: Text that stands in a JSON string as it is (host names, tokens, numbers).
@@ -241,7 +254,7 @@ class TargetLock:
     def __init__(self, target: str, clock: Callable[[], float] = time.time) -> None:
         self.path = target + ".lock"
         self._clock = clock
-        self._token = f"{_holder()[1]}:{id(self)}:{clock()}"
+        self._token = f"{_holder()[2]}:{id(self)}:{clock()}"
         self._held = False
         self._inode = -1
         self._last_refresh = 0.0
@@ -250,7 +263,8 @@ class TargetLock:
     def _content(self) -> str:
         # What json.dumps({"host", "pid", "token"}) gives, in fewer steps:
         # this runs for every file of a long list.
-        host, pid, token = _holder()[0], os.getpid(), _json_string(self._token)
+        pid, host, _ = _holder()
+        token = _json_string(self._token)
         return f'{{"host": {host}, "pid": {pid}, "token": {token}}}'
 
     def try_acquire(self) -> bool:

@@ -369,7 +369,8 @@ class _Connection:
         self.fp: BinaryIO = io.BufferedReader(_SocketReader(sock), _READ_BUFFER)  # type: ignore[assignment]
 
     def settimeout(self, timeout: float) -> None:
-        self.sock.settimeout(timeout)
+        if self.sock.gettimeout() != timeout:  # settimeout is a system call
+            self.sock.settimeout(timeout)
 
     def in_step(self) -> bool:
         """Whether nothing is waiting to be read, as after a complete answer.
