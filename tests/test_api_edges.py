@@ -82,3 +82,20 @@ def test_no_resource_warning_at_exit(http_server: FaultServer, tmp_path: Path) -
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "ResourceWarning" not in result.stderr
+
+
+def test_batch_request_builder_takes_http_downloads_parameters() -> None:
+    """download_many's short path builds requests with http_download's own defaults.
+
+    _http_request repeats http_download's signature (the public one must be
+    spelled out for pyvo's users and the docs); this keeps the two equal.
+    """
+    import inspect
+
+    from pyvo_dl import _api
+
+    public = inspect.signature(_api.http_download).parameters
+    builder = inspect.signature(_api._http_request).parameters
+    assert [(p.name, p.kind, p.default) for p in builder.values()] == [
+        (p.name, p.kind, p.default) for p in public.values()
+    ]
