@@ -327,8 +327,8 @@ def with_retries(request: FetchRequest, send: Callable[[], Response]) -> Respons
     while True:
         try:
             response = send()
-        except ConnectionFault as fault:
-            attempt = backoff(request, policy, attempt, fault, None)
+        except ConnectionFault as network_fault:
+            attempt = backoff(request, policy, attempt, network_fault, None)
             continue
         if not _httputil.is_transient_status(response.status):
             return response

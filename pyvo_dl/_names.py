@@ -134,7 +134,7 @@ def _shorten(name: str) -> str:
 
 
 def _basename(value: str) -> str:
-    return _SEPARATORS.split(value)[-1]
+    return str(_SEPARATORS.split(value)[-1])
 
 
 def filename_from_url(url: str) -> str | None:
@@ -254,7 +254,7 @@ def _parameters(value: str) -> list[tuple[str, str]]:
 def _unquote_header(raw: str) -> str:
     match = _QUOTED_STRING.fullmatch(raw)
     if match is not None:
-        return _QUOTED_PAIR.sub(r"\1", match.group(1))
+        return str(_QUOTED_PAIR.sub(r"\1", match.group(1)))
     return raw.strip('"')
 
 

@@ -411,7 +411,7 @@ def _remove_if_abandoned(path: str, clock: Callable[[], float]) -> bool:
         os.rename(path, aside)
     except OSError:
         return False
-    removed = _token(_read_json(aside)) == _token(data)
+    removed = bool(_token(_read_json(aside)) == _token(data))
     if not removed:
         try:
             os.link(aside, path)

@@ -173,7 +173,7 @@ class _Headers(dict):  # type: ignore[type-arg]
     without the email package behind it.
     """
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return dict.get(self, name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
@@ -320,7 +320,7 @@ class _SocketReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int | None:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int | None:
         try:
             return int(self._sock.recv_into(buffer))
         except BlockingIOError:
@@ -366,7 +366,7 @@ class _Connection:
         # headers are read through it; bodies go past its buffer straight
         # into the caller's (readinto1 with a larger buffer).
         # 64 KiB: the head and a small body arrive in one system call.
-        self.fp: BinaryIO = io.BufferedReader(_SocketReader(sock), _READ_BUFFER)  # type: ignore[assignment]
+        self.fp: BinaryIO = io.BufferedReader(_SocketReader(sock), _READ_BUFFER)
 
     def settimeout(self, timeout: float) -> None:
         if self.sock.gettimeout() != timeout:  # settimeout is a system call
@@ -994,8 +994,8 @@ def _open_tunnel(
     sock.sendall(_serialize("CONNECT", authority, headers))
     fp = sock.makefile("rb")
     try:
-        _, status, reason = read_status(fp)  # type: ignore[arg-type]
-        parse_header_lines(fp)  # type: ignore[arg-type]
+        _, status, reason = read_status(fp)
+        parse_header_lines(fp)
     except _StaleConnection:
         raise ProtocolError("the proxy closed the connection instead of opening a tunnel") from None
     finally:
