@@ -43,6 +43,7 @@ __all__ = [
     "resolve_redirect",
     "same_origin",
     "split_plain",
+    "split_url",
     "strong_validator",
 ]
 
@@ -210,6 +211,35 @@ def split_plain(url: str) -> tuple[str, str, str, str, str, int | None] | None:
             return None
         port = int(port_text)
     return scheme.lower(), netloc, path, query, host.lower(), port
+
+
+def split_url(url: str) -> tuple[str, str, str, str, str, int | None]:
+    """Split any URL as :func:`split_plain` does: plain ones fast, others with urllib.parse.
+
+    Returns
+    -------
+    tuple
+        ``(scheme, netloc, path, query, hostname, port)``: the scheme and
+        host name lower-cased (``""`` for no host), the port None when absent.
+
+    Raises
+    ------
+    ValueError
+        From urlsplit, for a URL it cannot split or a bad port.
+
+    Examples
+    --------
+    >>> split_url("http://[::1]:8080/x?y")
+    ('http', '[::1]:8080', '/x', 'y', '::1', 8080)
+    """
+    plain = split_plain(url)
+    if plain is not None:
+        return plain
+    from urllib.parse import urlsplit  # noqa: PLC0415 - see the imports above
+
+    parts = urlsplit(url)
+    hostname = (parts.hostname or "").lower()
+    return parts.scheme, parts.netloc, parts.path, parts.query, hostname, parts.port
 
 
 def _is_digits(text: str) -> bool:
@@ -694,19 +724,10 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 
 
 def _parse_origin(url: str) -> tuple[str, str, int | None] | None:
-    plain = split_plain(url)
-    if plain is not None:
-        scheme, _, _, _, hostname, port = plain
-    else:
-        from urllib.parse import urlsplit  # noqa: PLC0415 - see the imports above
-
-        try:
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            port = parts.port
-        except ValueError:
-            return None
-        hostname = (parts.hostname or "").lower()
+    try:
+        scheme, _, _, _, hostname, port = split_url(url)
+    except ValueError:
+        return None
     if not hostname:
         return None
     return scheme, hostname, port or _DEFAULT_PORTS.get(scheme)

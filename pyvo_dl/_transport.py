@@ -718,18 +718,6 @@ class StdlibResponse:
             conn.close()
 
 
-def _split(url: str) -> tuple[str, str, str, str, str, int | None]:
-    """``(scheme, netloc, path, query, hostname, port)`` of an http(s) URL."""
-    plain = _httputil.split_plain(url)
-    if plain is not None:
-        return plain
-    import urllib.parse  # an unusual URL (IPv6, user@): the general parser
-
-    parts = urllib.parse.urlsplit(url)
-    hostname = parts.hostname or ""
-    return parts.scheme, parts.netloc, parts.path, parts.query, hostname, parts.port
-
-
 def _resolvable(host: str) -> str | bytes:
     """``host`` for getaddrinfo: bytes when ASCII, which skips the IDNA codec.
 
@@ -815,7 +803,7 @@ class StdlibTransport:
         """
         route = self._routes.get((scheme, netloc))
         if route is None:
-            _, _, _, _, host, port = _split(f"{scheme}://{netloc}")
+            _, _, _, _, host, port = _httputil.split_url(f"{scheme}://{netloc}")
             port = port or _DEFAULT_PORTS[scheme]
             key: PoolKey = (scheme, host, port, self._proxy_for(scheme, host))
             if len(self._routes) >= _MAX_ROUTES:
@@ -916,7 +904,7 @@ class StdlibTransport:
         ValueError
             For a URL or header that cannot be put in a request.
         """
-        scheme, netloc, path, query, _, _ = _split(url)
+        scheme, netloc, path, query, _, _ = _httputil.split_url(url)
         key, host_header = self._route(scheme, netloc)
         target = path or "/"
         if query:
