@@ -19,7 +19,7 @@ import time
 import warnings
 
 from . import _exchange, _httputil, _integrity, _parallel
-from ._errors import DownloadError, DownloadWarning, IntegrityError
+from ._errors import DownloadError, DownloadWarning
 from ._exchange import FetchRequest, report
 from ._partfile import PartFile, TargetLock, disk_error, prepare_target, write_new_file
 from ._retry import RetryPolicy
@@ -145,12 +145,9 @@ def _write_whole(download: _Download, response: Response) -> bool:
         if checksums:
             verifier = _integrity.Verifier(checksums)
             verifier.update(view)
-            mismatches = verifier.mismatches()
-            if mismatches:
-                checksum, actual = mismatches[0]
-                raise IntegrityError(
-                    request.label, request.target, checksum.algorithm, checksum.expected, actual
-                )
+            error = _exchange.checksum_error(request, verifier)
+            if error is not None:
+                raise error  # before anything is written: nothing to remove
         write_new_file(request.target + ".part", view)
         PartFile(request.target).commit()
     except ConnectionFault:

@@ -478,6 +478,17 @@ def announced_checksums(request: FetchRequest, state: Mapping[str, Any]) -> list
     return list(request.checksums) + announced
 
 
+def checksum_error(request: FetchRequest, verifier: Verifier) -> IntegrityError | None:
+    """The :class:`IntegrityError` for the first digest that does not match, if any."""
+    mismatches = verifier.mismatches()
+    if not mismatches:
+        return None
+    checksum, actual = mismatches[0]
+    return IntegrityError(
+        request.label, request.target, checksum.algorithm, checksum.expected, actual
+    )
+
+
 def verify_and_commit(
     request: FetchRequest, part: PartFile, state: Mapping[str, Any], verifier: Verifier | None
 ) -> None:
@@ -497,12 +508,9 @@ def verify_and_commit(
         if verifier is None:
             verifier = _integrity.Verifier(checksums)
             hash_prefix(verifier, part.path, size)
-        mismatches = verifier.mismatches()
-        if mismatches:
+        error = checksum_error(request, verifier)
+        if error is not None:
             part.discard()
-            checksum, actual = mismatches[0]
-            raise IntegrityError(
-                request.label, request.target, checksum.algorithm, checksum.expected, actual
-            )
+            raise error
     part.commit()
     log(_INFO, "downloaded %s to %s (%d bytes)", request.label, request.target, size)
