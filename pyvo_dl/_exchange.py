@@ -41,10 +41,15 @@ def log(level: int, message: str, *args: Any) -> None:
     """Log on the package logger (``pyvo_dl``), if logging is in use at all.
 
     Nobody can listen before ``logging`` is imported, so a process that
-    never imports it does not pay for it (10 ms, SPEC §6).
+    never imports it does not pay for it (10 ms, SPEC §6). Once it is in
+    ``sys.modules`` it is imported, not taken from there: another thread may
+    still be running its import (``concurrent.futures`` imports it), and the
+    import statement waits for that to finish where ``sys.modules`` would
+    hand over a half-made module.
     """
-    logging = sys.modules.get("logging")
-    if logging is not None:
+    if "logging" in sys.modules:
+        import logging  # noqa: PLC0415 - see above
+
         logging.getLogger(_PACKAGE).log(level, message, *args)
 
 

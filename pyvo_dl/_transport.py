@@ -142,8 +142,13 @@ class _StaleConnection(Exception):
 
 def _is_certificate_error(exc: BaseException) -> bool:
     # ssl is imported only for https; without it no certificate was checked.
-    ssl = sys.modules.get("ssl")
-    return ssl is not None and isinstance(exc, ssl.SSLCertVerificationError)
+    # Imported, not taken from sys.modules: another thread may still be
+    # importing it (a half-made module, issue 13 item 1).
+    if "ssl" not in sys.modules:
+        return False
+    import ssl
+
+    return isinstance(exc, ssl.SSLCertVerificationError)
 
 
 def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
@@ -385,8 +390,11 @@ class _Connection:
             return not self.fp.peek(1)  # type: ignore[attr-defined]
         except OSError as exc:
             # TLS says "nothing yet" with an exception of its own.
-            ssl = sys.modules.get("ssl")
-            return ssl is not None and isinstance(exc, ssl.SSLWantReadError)
+            if "ssl" not in sys.modules:
+                return False
+            import ssl
+
+            return isinstance(exc, ssl.SSLWantReadError)
         except ValueError:
             return False  # closed
         finally:
@@ -487,9 +495,11 @@ class StdlibResponse:
         """Whether :meth:`splice_into` can carry this body (a sized body on a plain socket)."""
         if _SPLICE is None or self._chunked or self._left is None or self._conn is None:
             return False
-        ssl = sys.modules.get("ssl")
-        if ssl is not None and isinstance(self._conn.sock, ssl.SSLSocket):
-            return False  # TLS decrypts in user space
+        if "ssl" in sys.modules:
+            import ssl
+
+            if isinstance(self._conn.sock, ssl.SSLSocket):
+                return False  # TLS decrypts in user space
         try:
             _pipe()
         except OSError:
@@ -1019,8 +1029,11 @@ _TRANSIENT_NAMES = frozenset(
 
 
 def _is_transient_session_error(exc: BaseException) -> bool:
-    client = sys.modules.get("http.client")  # present when requests is in use
-    network = (OSError, client.HTTPException) if client is not None else (OSError,)
+    network: tuple[type[BaseException], ...] = (OSError,)
+    if "http.client" in sys.modules:  # imported when requests is in use
+        import http.client
+
+        network = (OSError, http.client.HTTPException)
     if isinstance(exc, network) and not _is_certificate_error(exc):
         return True
     names = {cls.__name__ for cls in type(exc).__mro__}
