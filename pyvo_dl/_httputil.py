@@ -265,6 +265,11 @@ def _ascii_netloc(url: str, netloc: str) -> str:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError as e:
         raise ValueError(f"malformed URL {url!r}: bad host name {host!r}") from e
+    # IDNA's NFKC step can make what the raw host did not have: "¨" becomes
+    # a space and a combining mark, a fullwidth solidus a slash. What gets
+    # resolved is the result, so it is checked again.
+    if _BAD_HOST_ASCII.intersection(ascii_host) or not ascii_host.isprintable():
+        raise ValueError(f"URL {url!r} has an invalid host {host!r} (IDNA makes it {ascii_host!r})")
     return _quoted(userinfo) + at + ascii_host + colon + port
 
 

@@ -77,6 +77,10 @@ def test_check_url_accepts(url: str, expected: str) -> None:
         ("http:///x.fits", "has no host"),
         ("https://:443/x", "has no host"),
         ("http://exa mple.com/", "invalid host"),
+        # IDNA's normalisation turns these into a space: found by
+        # hypothesis (issue 16.2), never sent to a resolver.
+        ("HTTP://\u00a8", "invalid host '\u00a8' (IDNA makes it 'xn-- -ccb')"),
+        ("http://a\u00a8b.example/x", "invalid host"),
         ("http://example.com:99999/", "malformed URL"),
         ("http://example.com:port/", "malformed URL"),
         ("http://[::1/x", "malformed URL"),
