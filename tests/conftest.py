@@ -50,8 +50,24 @@ except ImportError:  # the nobotocore env may run without it
 if _hypothesis_settings is not None:
     # In CI the same examples every run: a failure there is reproducible.
     _hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
-    if os.environ.get("CI"):
-        _hypothesis_settings.load_profile("ci")
+    # .ci/run's second, short pass: a few fresh random examples under the seed
+    # it prints (--hypothesis-seed), with no example database to replay from.
+    _hypothesis_settings.register_profile(
+        "fresh", derandomize=False, max_examples=100, deadline=None, database=None
+    )
+    _profile = os.environ.get("PYVO_DL_HYPOTHESIS_PROFILE") or (
+        "ci" if os.environ.get("CI") else ""
+    )
+    if _profile:
+        _hypothesis_settings.load_profile(_profile)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every hypothesis test ``property``, so that ``-m property`` selects them all."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 

@@ -486,12 +486,25 @@ def test_readme_starts_with_the_two_commands() -> None:
     """A new user's first two commands, exactly; .ci/run runs the second as it is."""
     first = next(block for block in read_blocks("README.md") if block.language == "bash")
     commands = [line.split("#")[0].strip() for line in first.code.splitlines()]
-    assert commands == [
-        "python3 -m pyvo_dl demo",
-        "python3 -m pip install tox && python3 -m tox -e py",
-    ]
+    assert commands == ["python3 -m pyvo_dl demo", ".ci/tox -e py"]
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
-        assert "\npython3 -m pip install tox && python3 -m tox -e py\n" in f.read()
+        assert "\n.ci/tox -e py\n" in f.read()
+
+
+def test_ci_runs_every_env_of_the_envlist() -> None:
+    """.ci/run's envs (README's python3 env plus the others) are tox's envlist (issue 16.1)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "tox.ini"), encoding="utf-8")
+    envlist = [env.strip() for env in config["tox"]["envlist"].split(",")]
+    interpreters = [f"py3{minor}" for minor in range(8, 14)]
+    assert envlist == [*interpreters, "lint", "type", "nobotocore"]
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        script = f.read()
+    loop = re.search(r"for env in ([^;]+); do", script)
+    assert loop, "the loop over tox envs is gone from .ci/run"
+    assert loop.group(1).split() == envlist
 
 
 def test_api_md_is_current() -> None:
