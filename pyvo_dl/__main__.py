@@ -1,7 +1,7 @@
 """``python -m pyvo_dl``: the command line, or ``python -m pyvo_dl demo``."""
 
-from __future__ import annotations
-
+# Parses on any Python 3, as __init__.py does: the version check there runs
+# first, and this file must not be the one that stops an old interpreter.
 import importlib
 import sys
 
