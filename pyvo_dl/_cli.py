@@ -47,12 +47,16 @@ _PACKAGE: Final = __name__.rpartition(".")[0] or __name__
 
 _USAGE: Final = f"""\
 {PROG} [options] SOURCE [SOURCE ...]
-       {PROG} [options] -i FILE"""
+       {PROG} [options] -i FILE
+       {PROG} demo [--quick] [--keep]"""
 
 _DESCRIPTION: Final = """\
 Download files from http(s) URLs and s3:// URIs: resumable, verified, in
 parallel. A .part file left by an interrupted run is continued by the next
-one; a file is only put in place once its size (and checksum) is verified."""
+one; a file is only put in place once its size (and checksum) is verified.
+
+'pyvo-dl demo' shows all of this against HTTP and S3 servers it starts on
+127.0.0.1 (nothing leaves the machine); 'pyvo-dl demo --help' for more."""
 
 _EPILOG: Final = """\
 list files (-i):
@@ -643,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     Parameters
     ----------
     argv : list of str, optional
-        The arguments, without the program name.
+        The arguments, without the program name. ``demo`` as the first one
+        runs the demo (``pyvo_dl._demo``) with the rest.
 
     Returns
     -------
@@ -652,6 +657,12 @@ def main(argv: list[str] | None = None) -> int:
         succeeded, 1 when any failed (each failure is named on stderr), 2 for
         a usage error, 130 when interrupted.
     """
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["demo"]:
+        from . import _demo
+
+        return _demo.main(argv[1:])
     try:
         parser = build_parser()
         try:

@@ -1,4 +1,4 @@
-"""``python -m pyvo_dl demo``: the library at work, against servers on 127.0.0.1.
+"""``pyvo-dl demo`` (``python -m pyvo_dl demo``): the library at work, against servers on 127.0.0.1.
 
 The demo writes sample files to a temporary folder, serves them from a
 loopback HTTP server (which hangs up once in the middle of a file, and has a
@@ -888,7 +888,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         1 otherwise, 130 on Ctrl-C.
     """
     parser = argparse.ArgumentParser(
-        prog=f"python -m {_PACKAGE} demo",
+        prog="pyvo-dl demo",
         description=f"Show {_PACKAGE} at work against HTTP and S3 servers on 127.0.0.1.",
     )
     parser.add_argument("--quick", action="store_true", help="skip the kill-and-resume step")

@@ -148,3 +148,39 @@ def test_demo_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-option" in result.stderr
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def _console_script() -> list[str]:
+    """The installed ``pyvo-dl`` script (tox installs the wheel), else what it runs."""
+    script = Path(sys.executable).with_name("pyvo-dl")
+    if script.exists() and PACKAGE == "pyvo_dl":
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from pyvo_dl._cli import main; sys.exit(main())"]
+
+
+@pytest.mark.slow
+def test_demo_is_a_command_of_the_installed_script(tmp_path: Path) -> None:
+    """``pyvo-dl demo`` is the same command as ``python -m pyvo_dl demo`` (issue 16.5)."""
+    command = _console_script()
+    work, temp = tmp_path / "cwd", tmp_path / "tmp"
+    work.mkdir()
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [*command, "demo", "--quick"], cwd=work, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert_demo_succeeded(result)
+    assert list(temp.iterdir()) == []
+
+
+def test_help_names_the_demo(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    result = run_python(["-m", PACKAGE, "--help"], tmp_path / "a")
+    assert result.returncode == 0
+    assert "pyvo-dl demo [--quick] [--keep]" in result.stdout
+    demo_help = run_python(["-m", PACKAGE, "demo", "--help"], tmp_path / "b")
+    assert demo_help.returncode == 0
+    assert demo_help.stdout.startswith("usage: pyvo-dl demo ")
