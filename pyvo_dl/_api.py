@@ -712,6 +712,15 @@ def download_many(
         path written, or the exception that item ended with. It never stops
         at the first failure.
 
+    Raises
+    ------
+    TypeError
+        When ``items`` is one string, bytes or path rather than an iterable
+        of items (``download_many("https://...")`` would otherwise iterate
+        its characters): use ``download_many([url])`` or `download`.
+    ValueError
+        For a bad ``workers``, ``max_per_host`` or keyword argument.
+
     Notes
     -----
     The proxy variables and ``~/.netrc`` are read once per call (per host
@@ -719,6 +728,7 @@ def download_many(
     """
     from . import _many
 
+    _check_items(items)
     if kwargs.pop("recursive", False):
         items = _expand_prefixes(items, kwargs)
     return _many.download_many(
@@ -726,6 +736,14 @@ def download_many(
         workers=workers, max_per_host=max_per_host, executor=executor,
         progress=progress, **kwargs,
     )  # fmt: skip
+
+
+def _check_items(items: Any) -> None:
+    if isinstance(items, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"download_many takes an iterable of items, not one {type(items).__name__}: "
+            f"{items!r}; pass a list ([{items!r}]), or use download() for one file"
+        )
 
 
 class _BatchDownload:

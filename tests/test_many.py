@@ -115,6 +115,26 @@ def test_aggregate_line_not_one_per_file(
     assert "30" in out
 
 
+@pytest.mark.parametrize(
+    "items",
+    ["https://archive.example/one.fits", b"https://archive.example/one.fits", "s3://b/k"],
+)
+def test_one_string_is_not_an_iterable_of_items(
+    items: object, http_server: FaultServer, tmp_path: Path
+) -> None:
+    """A string would be iterated character by character: 91 failed items (issue 16.3)."""
+    with pytest.raises(TypeError, match=r"not one (str|bytes): ") as info:
+        pyvo_dl.download_many(items, tmp_path)  # type: ignore[arg-type]
+    assert repr(items) in str(info.value)
+    assert "download()" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_path_is_not_an_iterable_of_items(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"not one (Posix|Windows)Path"):
+        pyvo_dl.download_many(tmp_path / "urls.txt", tmp_path)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, "4"])
 def test_workers_must_be_positive(bad: object, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="workers"):
