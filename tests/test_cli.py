@@ -732,11 +732,22 @@ def test_list_from_stdin(http_server: FaultServer, tmp_path: Path) -> None:
 def test_ctrl_c_exits_130_without_traceback(http_server: FaultServer, tmp_path: Path) -> None:
     url = http_server.add_file(PATH, DATA * 100)
     http_server.set_fault(PATH, trickle=(8192, 0.05))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pyvo_dl", url],
-        cwd=str(tmp_path), env=_child_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # A shell without job control starts background commands with SIGINT
+    # ignored, and an ignored signal stays ignored across exec: the child
+    # would never see this Ctrl-C when the suite runs in the background.
+    # (Only SIG_IGN is inherited; a handler is not, so nothing else changes.)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pyvo_dl", url],
+            cwd=str(tmp_path), env=_child_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         deadline = time.monotonic() + 10
         while http_server.bytes_sent(PATH) == 0 and time.monotonic() < deadline:
