@@ -33,11 +33,19 @@ if TYPE_CHECKING:
 
 #: The per-request rate and first-byte delay of the capped server.
 CAPPED_RATE = "40m"
+CAPPED_RATE_BYTES = 40 * 1024 * 1024
 CAPPED_DELAY = 0.010
+#: The most nginx sends at once under limit_rate before it waits for the
+#: rate to catch up. Each request gets its first chunk at full speed, so
+#: with nginx's default (2 MiB) a connection moved 8 MiB parts (boto3's) at
+#: 52 MiB/s, 32 MiB ranges at 41 MiB/s and 1 MiB ones at once: the server
+#: rewarded small parts. With 256 KiB: 40.8, 40.5 and 52 MiB/s
+#: (docs/benchmarks.md).
+CAPPED_CHUNK = os.environ.get("BENCH_CAPPED_CHUNK", "256k")
 
 _LOG_FORMAT = (
     "$msec $connection $connection_requests $request_method $status "
-    '$body_bytes_sent $bytes_sent "$uri" "$http_range"'
+    '$body_bytes_sent $bytes_sent "$uri" "$http_range" $request_time'
 )
 
 _NGINX_CONF = """\
@@ -77,6 +85,7 @@ http {{
         location @file {{
             root {root};
             limit_rate {rate};
+            sendfile_max_chunk {chunk};
         }}
     }}
 }}
@@ -128,6 +137,7 @@ class LogEntry(NamedTuple):
     body_bytes: int
     uri: str
     range: str | None
+    seconds: float
 
 
 class AccessLog:
@@ -160,21 +170,24 @@ def _parse_line(line: str) -> LogEntry | None:
     if len(parts) < 8:
         return None
     uri, _, rest = parts[7].partition('" "')
+    quoted_range, _, seconds = rest.rpartition(" ")
     return LogEntry(
         connection=int(parts[1]),
         method=parts[3],
         status=int(parts[4]),
         body_bytes=int(parts[5]),
         uri=uri.strip('"'),
-        range=rest.rstrip('"').strip("-") or None,
+        range=quoted_range.rstrip('"').strip("-") or None,
+        seconds=float(seconds),
     )
 
 
 def summarize(entries: list[LogEntry]) -> dict[str, int]:
-    """Requests, GETs, distinct TCP connections and body bytes of some log entries."""
+    """Requests, GETs, HEADs, distinct TCP connections and body bytes of some log entries."""
     return {
         "requests": len(entries),
         "gets": sum(1 for e in entries if e.method == "GET"),
+        "heads": sum(1 for e in entries if e.method == "HEAD"),
         "connections": len({e.connection for e in entries}),
         "body_bytes": sum(e.body_bytes for e in entries),
     }
@@ -231,6 +244,7 @@ class Nginx:
                     capped_port=self.capped_port,
                     delay=f"{CAPPED_DELAY:.3f}",
                     rate=CAPPED_RATE,
+                    chunk=CAPPED_CHUNK,
                 )
             )
         error_log = os.path.join(self.tmp, "error.log")
