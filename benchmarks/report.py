@@ -27,6 +27,8 @@ class Row:
     cpu: Optional[float] = None
     rss_mib: Optional[float] = None
     note: str = ""
+    #: The scenario's physical reference time over this client's (1.0 = at it).
+    physical: Optional[float] = None
 
 
 @dataclass
@@ -59,6 +61,7 @@ _COLUMNS = (
     ("min-max s", ">", 13),
     ("rate", ">", 14),
     ("x ref", ">", 6),
+    ("phys", ">", 5),
     ("CPU s", ">", 6),
     ("RSS MiB", ">", 7),
 )
@@ -85,6 +88,7 @@ def _cells(row: Row) -> List[str]:
         span,
         row.rate,
         _num(row.ratio, 2),
+        "" if row.physical is None else f"{row.physical:.0%}",
         _num(row.cpu, 2),
         _num(row.rss_mib, 1),
     ]
@@ -95,7 +99,13 @@ def _line(cells: Sequence[str]) -> str:
     return "  ".join(parts).rstrip()
 
 
-def format_scenario(title: str, reference: str, rows: List[Row], bars: List[BarResult]) -> str:
+def format_scenario(
+    title: str,
+    reference: str,
+    rows: List[Row],
+    bars: List[BarResult],
+    notes: Sequence[str] = (),
+) -> str:
     """The block of the table for one scenario: header, rows, notes, bars."""
     out = [f"== {title}" + (f"  (reference: {reference})" if reference else "")]
     out.append(_line([name for name, _, _ in _COLUMNS]))
@@ -103,9 +113,51 @@ def format_scenario(title: str, reference: str, rows: List[Row], bars: List[BarR
         out.append(_line(_cells(row)))
         if row.note:
             out.append(f"{'':4}{row.note}")
+    out.extend(f"  {note}" for note in notes)
     for bar in bars:
         note = f"  ({bar.note})" if bar.note else ""
         out.append(f"  bar: {bar.label}: {bar.measured} (target {bar.target}) {bar.verdict}{note}")
+    return "\n".join(out)
+
+
+#: Rows that are references or baselines, not peers a user would pick instead.
+NOT_PEERS = ("-o /dev/null", "stdlib ", "pyvo_dl", "aws_download connections=", "python -I")
+
+
+def _best_peer(rows: List[Row], reference: str) -> str:
+    peers = [r for r in rows if r.median and not any(m in r.client for m in NOT_PEERS)]
+    if not peers:
+        return ""
+    best = min(peers, key=lambda r: r.median or 0.0)
+    if best.client == reference:
+        return f"{best.client} (the reference)"
+    ratio = "" if best.ratio is None else f" {best.ratio:.2f} x {reference}"
+    return f"{best.client}{ratio}"
+
+
+def format_standing(blocks: Sequence[Any]) -> str:
+    """Issue 14's table: per scenario, pyvo_dl's ratios, the best peer, the bars.
+
+    ``blocks`` are the scenario outcomes (key, reference, rows, bars, mine).
+    """
+    out = [
+        "== Where pyvo_dl stands (Markdown, for docs/benchmarks.md)",
+        "| scenario | pyvo_dl | best peer in the run | physical reference | bars |",
+        "|---|---|---|---|---|",
+    ]
+    for block in blocks:
+        if not block.bars:
+            continue
+        row = next((r for r in block.rows if r.client == block.mine), None)
+        mine = ""
+        if row is not None and row.median is not None:
+            mine = f"{row.client} {row.median:.3f} s"
+            if row.ratio is not None and block.reference and row.client != block.reference:
+                mine += f", {row.ratio:.2f} x {block.reference}"
+        share = "" if row is None or row.physical is None else f"{row.physical:.0%}"
+        bars = "; ".join(f"{b.verdict} {b.label}: {b.measured}" for b in block.bars)
+        peer = _best_peer(block.rows, block.reference)
+        out.append(f"| {block.key} | {mine} | {peer} | {share} | {bars} |")
     return "\n".join(out)
 
 

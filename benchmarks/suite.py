@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 
+from . import bytecode, measure, special
 from . import clients as C
-from . import measure, special
 from . import scenarios as S
 from .data import MIB, make_data, size_label
 from .environment import (
@@ -30,12 +30,13 @@ from .environment import (
     log,
     machine_info,
     pin_prefix,
+    s5cmd_path,
     snapshot_pyvo_dl,
     write_aws_profile,
 )
 from .measure import kill_running, run_process
-from .report import format_scenario, format_summary, write_json
-from .servers import CAPPED_DELAY, CAPPED_RATE, Moto, Nginx
+from .report import format_scenario, format_standing, format_summary, write_json
+from .servers import CAPPED_CHUNK, CAPPED_DELAY, CAPPED_RATE, Moto, Nginx
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,8 +72,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """The command line of ``python -m benchmarks``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="pyvo_dl against curl, wget, aria2c, boto3 and pyvo's proposed functions, "
-        "on loopback servers this suite starts itself (SPEC §6).",
+        description="pyvo_dl against curl, wget, aria2c, boto3, s5cmd, obstore, parfive, a bare "
+        "http.client loop and pyvo's proposed functions, on loopback servers this suite starts "
+        "itself (SPEC §6).",
     )
     parser.add_argument(
         "--quick", action="store_true", help="2 rounds and smaller sizes (about 3 minutes)"
@@ -132,6 +134,7 @@ class Suite:
         self.nginx_errors: List[str] = []
         self.source = ""
         self.load_before = (0.0, 0.0, 0.0)
+        self.audit = bytecode.Audit()
 
     def close(self) -> None:
         """Stop the clients and servers this run started; remove its temp folders."""
@@ -173,9 +176,9 @@ class Suite:
         self.nginx = Nginx(self.tools["nginx"], data.folder, self.work, server_prefix)
         self.nginx.start()
         log(f"nginx: fast {self.nginx.fast_url}, capped {self.nginx.capped_url}")
-        pycache = os.path.join(VENV, "pycache")
         self.source = describe_source(self.args.rev)
-        env = client_env(self.work, pycache, snapshot_pyvo_dl(self.args.rev))
+        source = snapshot_pyvo_dl(self.args.rev, self.python)
+        env = client_env(self.work, source)
         log(f"measuring {self.source}")
         profile = write_aws_profile(self.work)
         ctx = S.Context(
@@ -198,6 +201,8 @@ class Suite:
             capped_small_count=_size("capped_small", quick),
             profile=profile,
             moto_key=f"f{size_label(moto_size)}.bin",
+            s5cmd=s5cmd_path() if os.access(s5cmd_path(), os.X_OK) else None,
+            client_core=CLIENT_CORE if self.pinned else None,
         )
         if "moto" in self.args.groups:
             self.moto = Moto(self.python, self.work, server_prefix, env)
@@ -206,7 +211,8 @@ class Suite:
             self.moto.put_object(S.BUCKET, ctx.moto_key, path, profile)
             ctx.moto = self.moto
             log(f"moto: {self.moto.url}")
-        warm_up(ctx)
+        self.audit = warm_up(ctx, owned=[VENV, source])
+        log(self.audit.summary())
         return ctx
 
     def run(self, ctx: S.Context) -> None:
@@ -249,13 +255,15 @@ class SetupError(Exception):
     """The suite cannot run meaningfully (reported, exit status 2)."""
 
 
-def warm_up(ctx: S.Context) -> None:
-    """Run each kind of Python client once on small files, unmeasured.
+def warm_up(ctx: S.Context, owned: List[str]) -> bytecode.Audit:
+    """Run each kind of client once on small files, unmeasured; check their bytecode.
 
-    Compiles what they import into the bytecode cache and brings binaries
-    and libraries into the page cache, so that round 1 is not an outlier.
+    Brings binaries, libraries and bytecode into the page cache, so that
+    round 1 is not an outlier. Each Python client reports the ``.pyc`` of
+    every module it imported (:mod:`benchmarks.bytecode`); what an install
+    under ``owned`` left uncompiled is compiled now, as pip would have.
     """
-    log("warming up (bytecode cache, page cache)")
+    log("warming up (page cache; bytecode of every Python client checked)")
     folder = os.path.join(ctx.work, "out", "warm-up")
     url, path = ctx.fast(ctx.tiny), os.path.join(folder, os.path.basename(ctx.tiny))
     endpoint = ctx.nginx.fast_url
@@ -266,20 +274,32 @@ def warm_up(ctx: S.Context) -> None:
         f.writelines(u + "\n" for u in urls)
     with open(pair_list, "w") as f:
         f.writelines(f"{u}\t{os.path.join(folder, os.path.basename(u))}\n" for u in urls)
-    py = ctx.python
-    commands = [
-        [py, "-c", C.PYVO_DL_HTTP, url, path],
-        [py, "-c", C.PYVO_DL_AWS, endpoint, S.BUCKET, ctx.tiny, path, "-", "-"],
-        [py, "-c", C.PYVO_DL_MANY, url_list, folder],
-        [py, "-c", C.READINTO, url, path],
-        [py, "-c", C.URLLIB_COPY, url, path],
-        [py, "-c", C.PYVO_PATTERN_HTTP, url, path],
-        [py, "-c", C.PYVO_PATTERN_HTTP_LOOP, pair_list],
-        [py, "-c", C.PYVO_PATTERN_AWS, endpoint, S.BUCKET, ctx.tiny, path],
-        [py, "-c", C.BOTO3_DOWNLOAD_FILE, endpoint, S.BUCKET, ctx.tiny, path, "-"],
+    python_clients = [
+        (C.PYVO_DL_HTTP, [url, path]),
+        (C.PYVO_DL_AWS, [endpoint, S.BUCKET, ctx.tiny, path, "-", "-"]),
+        (C.PYVO_DL_MANY, [url_list, folder]),
+        (C.READINTO, [url, path]),
+        (C.READINTO_ALIGNED, [url, path]),
+        (C.URLLIB_COPY, [url, path]),
+        (C.HTTP_CLIENT_LOOP, [url_list, folder]),
+        (C.PYVO_PATTERN_HTTP, [url, path]),
+        (C.PYVO_PATTERN_HTTP_LOOP, [pair_list]),
+        (C.PYVO_PATTERN_AWS, [endpoint, S.BUCKET, ctx.tiny, path]),
+        (C.BOTO3_DOWNLOAD_FILE, [endpoint, S.BUCKET, ctx.tiny, path, "-"]),
+        (C.OBSTORE_GET, [endpoint, S.BUCKET, ctx.tiny, path]),
+        (C.PARFIVE_MANY, [url_list, folder]),
     ]
     if ctx.has_cli:
-        commands.append([py, "-m", "pyvo_dl", url, "-o", path])
+        # python -m pyvo_dl, with the report in front: runpy as -m runs it.
+        cli = "import runpy\nrunpy.run_module('pyvo_dl', run_name='__main__', alter_sys=True)\n"
+        python_clients.append((cli, [url, "-o", path]))
+    report = os.path.join(ctx.work, "bytecode-report.txt")
+    commands = [
+        [ctx.python, "-c", bytecode.REPORT_PREFIX + code, *args] for code, args in python_clients
+    ]
+    if ctx.s5cmd is not None:
+        commands.append(C.s5cmd_cp(ctx.s5cmd, endpoint, f"s3://{S.BUCKET}/{ctx.tiny}", path))
+    env = dict(ctx.env, **{bytecode.REPORT_ENV: report})
     logs = os.path.join(ctx.work, "logs")
     os.makedirs(logs, exist_ok=True)
     for index, argv in enumerate(commands):
@@ -287,7 +307,7 @@ def warm_up(ctx: S.Context) -> None:
         outcome = run_process(
             ctx.prefix + argv,
             cwd=ctx.work,
-            env=ctx.env,
+            env=env,
             log_path=os.path.join(logs, "warm-up.log"),
             timeout=300,
         )
@@ -295,7 +315,8 @@ def warm_up(ctx: S.Context) -> None:
             # Every pyvo_dl row would fail: say so now, not after 10 minutes.
             raise SetupError(f"pyvo_dl cannot download a file: {outcome.error}")
         if outcome.error:
-            log(f"warm-up of {argv[2][:40]!r}... failed: {outcome.error}")
+            log(f"warm-up of {argv[-1]!r} ({argv[0]}) failed: {outcome.error}")
+    return bytecode.complete(ctx.python, report, owned)
 
 
 def render(suite: Suite, elapsed: float) -> str:
@@ -315,21 +336,23 @@ def render(suite: Suite, elapsed: float) -> str:
         "Wall = whole process; rate from the median wall (MB = 10^6 bytes); 'x ref' = median "
         "over rounds of the reference's time (the two runs around it) over the client's; "
         "CPU = user+sys of the child (median); RSS = its peak (max over runs). "
-        f"Capped server: limit_rate {CAPPED_RATE} per request, {CAPPED_DELAY * 1000:.0f} ms "
-        "to first byte."
+        f"Capped server: limit_rate {CAPPED_RATE} per request (sendfile_max_chunk {CAPPED_CHUNK}), "
+        f"{CAPPED_DELAY * 1000:.0f} ms to first byte. 'phys' = the scenario's physical reference "
+        "time over the client's."
     )
     load = (
         f"Load average (1 min) before: {suite.load_before[0]:.2f}, after each scenario: "
         + ", ".join(f"{o.load_average[0]:.2f}" for o in suite.outcomes)
         + " (this suite alone keeps it near 1; more means other work shared the cores)"
     )
-    header = [title, legend, load]
+    header = [title, legend, load, suite.audit.summary()]
     blocks = [
-        format_scenario(o.title + f" [{o.key}]", o.reference, o.rows, o.bars)
+        format_scenario(o.title + f" [{o.key}]", o.reference, o.rows, o.bars, o.notes)
         for o in suite.outcomes
     ]
     bars = [bar for o in suite.outcomes for bar in o.bars]
-    return "\n\n".join(["\n".join(header), *blocks, format_summary(bars)]) + "\n"
+    standing = format_standing(suite.outcomes)
+    return "\n\n".join(["\n".join(header), *blocks, format_summary(bars), standing]) + "\n"
 
 
 def _record(suite: Suite, started: float, elapsed: float) -> Dict[str, Any]:
@@ -342,8 +365,13 @@ def _record(suite: Suite, started: float, elapsed: float) -> Dict[str, Any]:
         "pyvo_dl": suite.source,
         "load_average_before": suite.load_before,
         "machine": machine_info(suite.tools, suite.python, suite.pinned),
-        "capped_server": {"limit_rate": CAPPED_RATE, "first_byte_delay_s": CAPPED_DELAY},
+        "capped_server": {
+            "limit_rate": CAPPED_RATE,
+            "first_byte_delay_s": CAPPED_DELAY,
+            "sendfile_max_chunk": CAPPED_CHUNK,
+        },
         "nginx_errors": suite.nginx_errors,
+        "bytecode": suite.audit,
         "scenarios": suite.outcomes,
         "bars": [bar for o in suite.outcomes for bar in o.bars],
     }
