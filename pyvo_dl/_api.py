@@ -559,8 +559,6 @@ def aws_download(
     pyvo_dl.DownloadError
         For any other failure.
     """
-    from . import _names, _s3
-
     if bucket_name is None:
         bucket_name = bucket
     elif bucket is not None and bucket != bucket_name:
@@ -568,8 +566,42 @@ def aws_download(
     bucket_name, key = _s3_location(uri, bucket_name, key, recursive)
     seconds = _check_common(timeout, retries, connections)
     path = _local_path(local_filepath, folder=recursive)
+    with _AwsScope() as aws:
+        return _aws_download(
+            aws.context(), bucket_name, key, path, cache, seconds, aws_profile, session, verbose,
+            endpoint_url=endpoint_url, region=region, requester_pays=requester_pays,
+            resume=resume, retries=retries, checksum=checksum, progress=progress,
+            connections=connections, recursive=recursive, timeout_given=timeout,
+        )  # fmt: skip
+
+
+def _aws_download(
+    context: Any,
+    bucket_name: str,
+    key: str,
+    path: str | None,
+    cache: bool,
+    seconds: float,
+    aws_profile: str | None,
+    session: Any,
+    verbose: bool,
+    *,
+    endpoint_url: str | None,
+    region: str | None,
+    requester_pays: bool,
+    resume: bool,
+    retries: int,
+    checksum: str | None,
+    progress: Any,
+    connections: int | None,
+    recursive: bool,
+    timeout_given: float | None,
+) -> str:
+    """`aws_download` once its arguments are checked, within the call's AWS context."""
+    from . import _names, _s3
+
     target, access = _s3_target(bucket_name, key, endpoint_url, region, aws_profile, session,
-                                requester_pays)  # fmt: skip
+                                requester_pays, context)  # fmt: skip
     options = {
         "cache": bool(cache),
         "resume": bool(resume),
@@ -585,7 +617,8 @@ def aws_download(
         folder = path or "."
         items = _s3_prefix_items(target, access, options)
         kwargs = {
-            "cache": cache, "timeout": timeout, "aws_profile": aws_profile, "session": session,
+            "cache": cache, "timeout": timeout_given, "aws_profile": aws_profile,
+            "session": session,
             "verbose": verbose, "endpoint_url": endpoint_url, "region": target.region,
             "requester_pays": requester_pays, "resume": resume, "retries": retries,
             "connections": connections,
@@ -600,7 +633,7 @@ def aws_download(
                 f"cannot derive a file name from key {key!r} (a prefix?): pass "
                 "local_filepath=, or recursive=True to download everything under it"
             )
-    return _s3.fetch_object(target, access, path, options, _stdlib_transport(None))
+    return _s3.fetch_object(target, access, path, options, _stdlib_transport(None), context)
 
 
 def _s3_target(
@@ -611,12 +644,16 @@ def _s3_target(
     aws_profile: str | None,
     session: Any,
     requester_pays: bool,
+    context: Any,
 ) -> tuple[Any, Any]:
     """Where the object is and the access mode, with the region settled (SPEC §2.2)."""
     from . import _s3, _s3url, _signing
 
-    endpoint = _s3url.choose_endpoint(region, endpoint_url, _s3.environment())
-    access = _s3.Access.choose(aws_profile, session, endpoint.region or "us-east-1")
+    profile = aws_profile or (_signing.session_profile(session) if session is not None else None)
+    # The shared files only when they can matter: both given, neither can.
+    config = context.config() if not (endpoint_url and region) else None
+    endpoint = _s3url.choose_endpoint(region, endpoint_url, context.env, config, profile)
+    access = context.access(aws_profile, session, endpoint.region or "us-east-1")
     if endpoint.region is None and access.signer is not None:
         session_region = _signing.session_region(access.signer.session)
         if session_region:
@@ -729,10 +766,11 @@ def download_many(
     from . import _many
 
     _check_items(items)
+    batch = _BatchDownload(getattr(_batch, "aws", None))
     if kwargs.pop("recursive", False):
-        items = _expand_prefixes(items, kwargs)
+        items = _expand_prefixes(items, kwargs, batch.aws_context())
     return _many.download_many(
-        download if executor is not None else _BatchDownload(), items, dest_dir,
+        _ExecutorDownload() if executor is not None else batch, items, dest_dir,
         workers=workers, max_per_host=max_per_host, executor=executor,
         progress=progress, **kwargs,
     )  # fmt: skip
@@ -746,18 +784,72 @@ def _check_items(items: Any) -> None:
         )
 
 
-class _BatchDownload:
-    """`download` for the threads of one download_many call: one transport per TLS context."""
+class _AwsHolder:
+    """The ``_s3.AwsContext`` of one call or run, made at its first S3 need.
 
-    def __init__(self) -> None:
+    A command-line run or a download_many call over plain URLs never
+    imports the S3 modules.
+    """
+
+    def __init__(self, context: Any = None) -> None:
+        self._context = context
+
+    def context(self) -> Any:
+        """The context (credentials, shared files, default chain), made on first use."""
+        if self._context is None:
+            from . import _s3
+
+            with _s3.CONTEXT_LOCK:
+                if self._context is None:
+                    self._context = _s3.AwsContext()
+        return self._context
+
+
+class _AwsScope:
+    """Within the block, S3 calls in this thread share one AWS context.
+
+    The holder already active in the thread (a command-line run, a
+    recursive download, a download_many item), else ``holder``, else a new
+    one; the one active before is restored at the end.
+    """
+
+    def __init__(self, holder: _AwsHolder | None = None) -> None:
+        self._holder = holder
+        self._saved: _AwsHolder | None = None
+
+    def __enter__(self) -> _AwsHolder:
+        self._saved = getattr(_batch, "aws", None)
+        holder = self._saved or self._holder or _AwsHolder()
+        _batch.aws = holder
+        return holder
+
+    def __exit__(self, *exc_info: object) -> None:
+        _batch.aws = self._saved
+
+
+class _BatchDownload:
+    """`download` for the threads of one download_many call.
+
+    One transport per TLS context, one ``.netrc`` look-up per host, and
+    one AWS context (credentials looked up once per profile or session,
+    the default chain probed once) for all the items.
+    """
+
+    def __init__(self, aws: _AwsHolder | None = None) -> None:
         self._transports: dict[int, Any] = {}
         self._netrc: dict[str, Any] = {}
+        self._aws = aws or _AwsHolder()
+
+    def aws_context(self) -> Any:
+        """The call's AWS context, made at its first S3 item."""
+        return self._aws.context()
 
     def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
         _batch.transports = self._transports
         try:
             if local_filepath is None or source[:6].lower() not in ("http:/", "https:"):
-                return download(source, local_filepath, **kwargs)
+                with _AwsScope(self._aws):
+                    return download(source, local_filepath, **kwargs)
             from . import _engine
 
             # Most items of a long list are small new files: fetch_small's
@@ -769,7 +861,31 @@ class _BatchDownload:
             _batch.transports = None
 
 
-def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any]) -> list[Any]:
+def _is_s3(source: Any) -> bool:
+    return isinstance(source, str) and source[:5].lower() == "s3://"
+
+
+class _ExecutorDownload:
+    """`download` for the items of one download_many call on an executor.
+
+    Pickled to the executor's workers; there, the items of one call share
+    one AWS context per process (``_s3.context_for_call``), so credentials
+    are looked up once per worker process, not once per item.
+    """
+
+    def __init__(self) -> None:
+        self.call = os.urandom(8).hex()
+
+    def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+        if not _is_s3(source):
+            return download(source, local_filepath, **kwargs)
+        from . import _s3
+
+        with _AwsScope(_AwsHolder(_s3.context_for_call(self.call))):
+            return download(source, local_filepath, **kwargs)
+
+
+def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any) -> list[Any]:
     """Replace each ``s3://bucket/prefix/`` item by the objects under it.
 
     A prefix given as a ``(uri, folder)`` pair lands under that folder; a
@@ -786,7 +902,7 @@ def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any]) -> list[Any]:
             target, access = _s3_target(
                 bucket, key, kwargs.get("endpoint_url"), kwargs.get("region"),
                 kwargs.get("aws_profile"), kwargs.get("session"),
-                bool(kwargs.get("requester_pays")),
+                bool(kwargs.get("requester_pays")), context,
             )  # fmt: skip
             options = {
                 "retries": kwargs.get("retries", DEFAULT_RETRIES),

@@ -636,7 +636,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         items = items[index - 1 :: count]
     common, s3 = _options(args)
     started = time.monotonic()
-    with _LogToStderr(args.verbose):
+    # One AWS context for the run: each profile's credentials and the
+    # default chain are looked up once, whatever batches the run makes.
+    with _LogToStderr(args.verbose), _api._AwsScope():
         results = _download_all(items, args, common, s3) if items else []
     return _report(items, results, started, args.quiet)
 

@@ -8,8 +8,9 @@ transfer (resume, retries, integrity) exactly as for HTTP.
 from __future__ import annotations
 
 import os
+import threading
 
-from . import _engine, _exchange, _integrity, _s3url, _signing
+from . import _awsconfig, _engine, _exchange, _integrity, _s3url, _signing
 from ._errors import S3Error
 
 TYPE_CHECKING = False
@@ -67,8 +68,51 @@ class Access:
         self.signer = signer
         self.description = description
 
-    @classmethod
-    def choose(cls, aws_profile: str | None, session: Any, region: str) -> Access:
+    def for_region(self, region: str) -> Access:
+        """The same mode, signing for ``region``."""
+        signer = self.signer.for_region(region) if self.signer is not None else None
+        return Access(signer, self.description)
+
+
+ANONYMOUS = Access(None, "Anonymous access")
+
+
+class AwsContext:
+    """What one call learns about AWS once, for all of its objects.
+
+    The shared files (``~/.aws/config``, ``~/.aws/credentials``), each
+    profile's and each session's credentials, and the default credential
+    chain (the anonymous-403 fallback) are looked up at most once per
+    context; a ``download_many`` call, a recursive download and a command
+    line run each use one. Thread-safe.
+
+    Parameters
+    ----------
+    env : Mapping[str, str], optional
+        The environment (default: ``os.environ`` as it is now).
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = os.environ if env is None else env
+        self._lock = threading.Lock()
+        self._config: _awsconfig.AwsConfig | None = None
+        self._credentials: dict[Any, tuple[Any, _signing.Credentials]] = {}
+        self._system: _signing.Credentials | None = None
+        self._system_checked = False
+        #: Why the default credentials could not be had, when a lookup failed.
+        self.system_failure: str | None = None
+        #: Buckets whose anonymous reads were refused and signed ones with
+        #: the default credentials worked: their next objects start signed.
+        self.signed_buckets: set[str] = set()
+
+    def config(self) -> _awsconfig.AwsConfig:
+        """The shared files, read at the first need."""
+        with self._lock:
+            if self._config is None:
+                self._config = read_aws_config(self.env)
+            return self._config
+
+    def access(self, aws_profile: str | None, session: Any, region: str) -> Access:
         """The mode the caller asked for (pyvo: session wins over profile)."""
         if session is not None:
             botocore_session = getattr(session, "_session", session)
@@ -77,19 +121,115 @@ class Access:
                     "session must be a boto3.session.Session or botocore.session.Session, "
                     f"not {session!r}"
                 )
-            return cls(
-                _signing.Signer(session, region, "Access with session"), "Access with session"
+            credentials = self._credentials_for(
+                ("session", id(session)), lambda: session, "the session given as session="
             )
-        if aws_profile is not None:
+            description = "Access with session"
+        elif aws_profile is not None:
+            credentials = self._credentials_for(
+                ("profile", aws_profile),
+                lambda: _signing.profile_session(aws_profile),
+                f"AWS profile {aws_profile!r}",
+            )
             description = f"Access with profile ({aws_profile})"
-            profile = _signing.profile_session(aws_profile)
-            return cls(_signing.Signer(profile, region, description), description)
-        return cls(None, "Anonymous access")
+        else:
+            return ANONYMOUS
+        return Access(_signing.Signer(credentials, region, description), description)
 
-    def for_region(self, region: str) -> Access:
-        """The same mode, signing for ``region``."""
-        signer = self.signer.for_region(region) if self.signer is not None else None
-        return Access(signer, self.description)
+    def _credentials_for(
+        self, key: Any, make_session: Callable[[], Any], owner: str
+    ) -> _signing.Credentials:
+        with self._lock:
+            entry = self._credentials.get(key)
+            if entry is None:
+                session = make_session()  # ValueError for an unknown profile: not kept
+                # The session is kept in the entry too, so that id(session) is not reused.
+                entry = self._credentials[key] = (session, _signing.Credentials(session, owner))
+        return entry[1]
+
+    def system_credentials(self) -> _signing.Credentials | None:
+        """The default chain's credentials (environment, files, instance role), if any.
+
+        Looked for once per context: on a machine whose instance-metadata
+        endpoint does not answer, each look costs seconds.
+        """
+        with self._lock:
+            if not self._system_checked:
+                self._system_checked = True
+                if _signing.botocore_available():
+                    found = _signing.Credentials(
+                        _signing.default_session(), "this machine's default AWS credentials"
+                    )
+                    self._system = found if found.available() else None
+                    self.system_failure = found.failure
+            return self._system
+
+    def system_access(self, region: str) -> Access | None:
+        """Signed access with the default chain's credentials, if it has any."""
+        credentials = self.system_credentials()
+        if credentials is None:
+            return None
+        description = "Access with system credentials"
+        return Access(_signing.Signer(credentials, region, description), description)
+
+
+#: Guards the lazy creation of a call's context and the per-call registry.
+CONTEXT_LOCK = threading.Lock()
+#: The contexts of download_many calls whose items run on an executor, by
+#: call, in this (worker) process; the latest few only.
+_CALL_CONTEXTS: dict[str, AwsContext] = {}
+_MAX_CALL_CONTEXTS = 4
+
+
+def context_for_call(call: str) -> AwsContext:
+    """The AWS context shared by the items of one executor-run call in this process."""
+    with CONTEXT_LOCK:
+        context = _CALL_CONTEXTS.get(call)
+        if context is None:
+            while len(_CALL_CONTEXTS) >= _MAX_CALL_CONTEXTS:
+                del _CALL_CONTEXTS[next(iter(_CALL_CONTEXTS))]  # the oldest call
+            context = _CALL_CONTEXTS[call] = AwsContext()
+        return context
+
+
+def _forget_contexts_after_fork() -> None:
+    # A forked child (a process pool's worker) starts with no context and
+    # fresh locks: one held by another thread at the fork would never be
+    # released there, and credentials are not shared across processes.
+    global CONTEXT_LOCK
+    CONTEXT_LOCK = threading.Lock()
+    _CALL_CONTEXTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_contexts_after_fork)
+
+
+def read_aws_config(env: Mapping[str, str]) -> _awsconfig.AwsConfig:
+    """Read the AWS config and credentials files named by ``env`` (or the default paths).
+
+    Raises
+    ------
+    ValueError
+        When a file exists but cannot be read as INI text.
+    """
+    texts = []
+    for variable, default in (
+        ("AWS_CONFIG_FILE", "~/.aws/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    ):
+        path = os.path.expanduser(os.path.expandvars(env.get(variable) or default))
+        try:
+            with open(path, encoding="utf-8") as f:
+                texts.append(f.read())
+        except FileNotFoundError:
+            texts.append("")
+        except (OSError, UnicodeDecodeError) as exc:
+            if os.path.isdir(path):
+                texts.append("")  # botocore skips what is not a file too
+                continue
+            raise ValueError(f"cannot read the AWS settings file {path}: {exc}") from None
+    return _awsconfig.parse_config(texts[0], texts[1])
 
 
 def _error_factory(target: S3Target) -> Callable[[Response, str, bytes], S3Error]:
@@ -169,17 +309,23 @@ def fetch_object(
     local_path: str,
     options: dict[str, Any],
     transport: Transport,
+    context: AwsContext,
 ) -> str:
     """Download one object: region switch once, signed fallback once (pyvo's)."""
+    if access.signer is None and target.bucket in context.signed_buckets:
+        access = context.system_access(target.region or _GLOBAL_REGION) or access
     request = build_request(target, access, local_path, options)
     _exchange.report(request, f"bucket: {target.bucket}, key: {target.key}")
     _exchange.report(request, access.description)
     switched_region = fell_back = False
     while True:
         try:
-            return _engine.fetch(request, transport)
+            path = _engine.fetch(request, transport)
         except S3Error as error:
             region = None if switched_region else _wrong_region(error, target)
+            system = None
+            if region is None and not fell_back and _may_fall_back(error, access):
+                system = context.system_access(target.region or _GLOBAL_REGION)
             if region is not None:
                 switched_region = True
                 _exchange.report(
@@ -187,42 +333,63 @@ def fetch_object(
                 )
                 target.endpoint = target.endpoint.with_region(region)
                 access = access.for_region(region)
-            elif not fell_back and _may_fall_back(error, access, target):
+            elif system is not None:
                 fell_back = True
-                access = _system_access(target.region or _GLOBAL_REGION)
+                access = system
                 _exchange.report(
                     request, "Anonymous access refused; retrying with system credentials"
                 )
             else:
-                _add_hint(error, access)
+                _add_hint(error, access, target, context, fell_back)
                 raise
             request = build_request(target, access, local_path, options)
+            continue
+        if fell_back:
+            context.signed_buckets.add(target.bucket)
+        return path
 
 
-def _may_fall_back(error: S3Error, access: Access, target: S3Target) -> bool:
-    if error.status != 403 or access.signer is not None:
-        return False
-    if not _signing.botocore_available():
-        return False
-    return _signing.has_credentials(_signing.default_session())
+def _may_fall_back(error: S3Error, access: Access) -> bool:
+    return error.status == 403 and access.signer is None
 
 
-def _system_access(region: str) -> Access:
-    description = "Access with system credentials"
-    return Access(_signing.Signer(_signing.default_session(), region, description), description)
-
-
-def _add_hint(error: S3Error, access: Access) -> None:
+def _add_hint(
+    error: S3Error, access: Access, target: S3Target, context: AwsContext, fell_back: bool
+) -> None:
     if error.hint:
         return
-    if error.status == 403 and access.signer is None:
+    payer = (
+        ""
+        if target.requester_pays
+        else "; if the bucket is requester-pays, also pass requester_pays=True"
+    )
+    if error.status == 403 and fell_back and access.signer is not None:
+        tried = _signing.describe_method(access.signer.credentials.method)
+        error.add_hint(
+            "the object is not public, and this machine's default credentials "
+            f"(found in {tried}) were refused too: pass aws_profile= or session= with "
+            f"credentials that may read it{payer}"
+        )
+    elif error.status == 403 and access.signer is None:
         hint = (
             "the object is not public: pass aws_profile= (a profile in ~/.aws/credentials) "
             "or session= with credentials that may read it"
         )
         if not _signing.botocore_available():
             hint += ', after pip install "pyvo-dl[s3]"'
-        error.add_hint(hint)
+        elif context.system_failure:
+            hint += f" (retrying with this machine's credentials failed: {context.system_failure})"
+        else:
+            hint += (
+                " (no credentials were found on this machine to retry with: none in the "
+                "environment, the AWS files or an instance role)"
+            )
+        error.add_hint(hint + payer)
+    elif error.status == 403:
+        error.add_hint(
+            f"{access.description.lower()} was refused: check that these credentials may "
+            f"read s3://{target.bucket}/{target.key}{payer}"
+        )
     elif error.code == "NoSuchBucket":
         error.add_hint("check the bucket name")
     elif error.code == "NoSuchKey":

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
+from ._awsconfig import AwsConfig, is_true, profile_name
 from ._errors import S3Error
 
 TYPE_CHECKING = False
@@ -63,6 +64,7 @@ _QUERY_SAFE: Final = "-_.~"
 
 _ENDPOINT_VARIABLES: Final = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _REGION_VARIABLES: Final = ("AWS_REGION", "AWS_DEFAULT_REGION")
+_IGNORE_ENDPOINTS: Final = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
 
 # Codes S3 itself uses for these statuses, for answers that carry no XML
 # (every HEAD answer). 404 is decided in _code_for_status.
@@ -462,29 +464,45 @@ def _check_region(region: str, source: str) -> str:
     return region
 
 
-def _choose_region(region: str | None, env: Mapping[str, str]) -> str | None:
+def _choose_region(
+    region: str | None, env: Mapping[str, str], settings: Mapping[str, object], profile: str
+) -> str | None:
     if region:
         return _check_region(region, "region")
     for name in _REGION_VARIABLES:
         value = env.get(name, "").strip()
         if value:
             return _check_region(value, name)
+    configured = settings.get("region")
+    if isinstance(configured, str) and configured.strip():
+        return _check_region(configured.strip(), f"the region of AWS profile {profile!r}")
     return None
 
 
 def _configured_endpoint_url(
-    endpoint_url: str | None, env: Mapping[str, str]
+    env: Mapping[str, str], config: AwsConfig | None, profile: str
 ) -> tuple[str | None, str]:
-    # Returns the URL and where it came from, so an error can name its source.
-    if endpoint_url:
-        return endpoint_url, "endpoint_url"
-    # botocore's switch for ignoring endpoints set in the environment.
-    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
+    """The configured endpoint and where it came from (for an error naming its source)."""
+    settings = config.settings(profile) if config is not None else {}
+    # botocore's switch: the variable when it is set at all, else the profile's.
+    switch = _IGNORE_ENDPOINTS
+    ignore = env[switch] if switch in env else settings.get("ignore_configured_endpoint_urls")
+    if is_true(ignore):
         return None, ""
     for name in _ENDPOINT_VARIABLES:
         value = env.get(name, "").strip()
         if value:
             return value, name
+    if config is None:
+        return None, ""
+    candidates = (
+        (config.s3_settings(profile).get("endpoint_url"),
+         f"the services section of AWS profile {profile!r}"),
+        (settings.get("endpoint_url"), f"AWS profile {profile!r}"),
+    )  # fmt: skip
+    for configured, source in candidates:
+        if isinstance(configured, str) and configured.strip():
+            return configured.strip(), source
     return None, ""
 
 
@@ -510,17 +528,24 @@ def _parse_endpoint_url(url: str, region: str | None, source: str) -> Endpoint:
 
 
 def choose_endpoint(
-    region: str | None, endpoint_url: str | None, env: Mapping[str, str]
+    region: str | None,
+    endpoint_url: str | None,
+    env: Mapping[str, str],
+    config: AwsConfig | None = None,
+    profile: str | None = None,
 ) -> Endpoint:
-    """Choose where S3 requests go, as the AWS tools do.
+    """Choose where S3 requests go, as the AWS tools do (botocore 1.31+).
 
-    The endpoint is ``endpoint_url``, else ``$AWS_ENDPOINT_URL_S3``, else
-    ``$AWS_ENDPOINT_URL`` (both ignored when
-    ``$AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is ``true``, as in botocore),
-    else AWS. A custom endpoint is always addressed path-style. The region is
-    ``region``, else ``$AWS_REGION``, else ``$AWS_DEFAULT_REGION``, else None
-    (the global endpoint ``s3.amazonaws.com``, us-east-1). Empty values count
-    as unset; values from ``env`` are stripped of surrounding whitespace.
+    The endpoint is ``endpoint_url``, else the configured one:
+    ``$AWS_ENDPOINT_URL_S3``, ``$AWS_ENDPOINT_URL``, the ``endpoint_url`` of
+    the ``s3`` block of the profile's ``services`` section, the profile's
+    own ``endpoint_url``; configured ones are all ignored when
+    ``$AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` (else the profile's
+    ``ignore_configured_endpoint_urls``) is ``true``. Else AWS. A custom
+    endpoint is always addressed path-style. The region is ``region``, else
+    ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the profile's ``region``, else
+    None (the global endpoint ``s3.amazonaws.com``, us-east-1). Empty values
+    count as unset; values are stripped of surrounding whitespace.
 
     Parameters
     ----------
@@ -530,6 +555,11 @@ def choose_endpoint(
         An S3-compatible server, ``http(s)://host[:port][/path]``.
     env : Mapping[str, str]
         The environment (``os.environ`` in real use; ``{}`` to ignore it).
+    config : AwsConfig, optional
+        The AWS shared files (``_awsconfig.parse_config``); None: none.
+    profile : str, optional
+        The profile whose settings apply (default: ``$AWS_DEFAULT_PROFILE``,
+        ``$AWS_PROFILE``, ``default``).
 
     Returns
     -------
@@ -550,8 +580,12 @@ path_style=False, region='us-west-2', path='')
     >>> choose_endpoint(None, None, {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000/s3/"})
     Endpoint(scheme='http', host='127.0.0.1', port=9000, path_style=True, region=None, path='/s3')
     """
-    chosen_region = _choose_region(region, env)
-    url, source = _configured_endpoint_url(endpoint_url, env)
+    profile = profile or profile_name(env)
+    settings = config.settings(profile) if config is not None else {}
+    chosen_region = _choose_region(region, env, settings, profile)
+    url, source = endpoint_url, "endpoint_url"
+    if not url:
+        url, source = _configured_endpoint_url(env, config, profile)
     if url is not None:
         return _parse_endpoint_url(url, chosen_region, source)
     return Endpoint("https", _aws_host(chosen_region), None, False, chosen_region)

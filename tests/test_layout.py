@@ -41,6 +41,7 @@ ROWS = {
     "_retry": 1,
     "_integrity": 1,
     "_s3url": 1,
+    "_awsconfig": 1,
     "_transport": 2,
     "_partfile": 2,
     "_auth": 2,
