@@ -344,8 +344,13 @@ def _http_request(
     progress: Any = True,
     connections: int | None = None,
     ssl_context: Any = None,
+    name_folder: str | None = None,
 ) -> tuple[FetchRequest, Transport]:
-    """Check `http_download`'s arguments; the engine's request and the transport for it."""
+    """Check `http_download`'s arguments; the engine's request and the transport for it.
+
+    ``name_folder``: without ``local_filepath``, the derived name goes in
+    this folder rather than the current one (download_many's items).
+    """
     from . import _exchange, _httputil
 
     if not isinstance(url, str):
@@ -378,7 +383,10 @@ def _http_request(
         user_agent=_version_agent(),
     )
     if path is None:
-        request.target = _name_for_url(url, request, transport)
+        name = _name_for_url(url, request, transport)
+        if name_folder and name_folder != ".":
+            name = os.path.join(name_folder, name)
+        request.target = name
     return request, transport
 
 
@@ -763,6 +771,31 @@ def download_many(
     The proxy variables and ``~/.netrc`` are read once per call (per host
     for ``.netrc``), not once per item.
     """
+    pairs = run_batch(
+        items, dest_dir, workers=workers, max_per_host=max_per_host, executor=executor,
+        progress=progress, **kwargs,
+    )  # fmt: skip
+    return [result for _, result in pairs]
+
+
+def run_batch(
+    items: Iterable[Any],
+    dest_dir: PathLike = ".",
+    *,
+    workers: int = 8,
+    max_per_host: int | None = None,
+    executor: Any = None,
+    progress: Any = True,
+    shard: tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> list[tuple[str, Any]]:
+    """`download_many` for the command line: ``(source, result)`` pairs, and ``shard=``.
+
+    Prefixes are expanded first (``recursive=True``), then ``shard=(I, N)``
+    keeps items I, I+N, ... of the whole list, so that N processes given
+    the same arguments cover it exactly once. Each result comes with its
+    source (an object's own ``s3://`` URI for an expanded prefix).
+    """
     from . import _many
 
     _check_items(items)
@@ -772,8 +805,20 @@ def download_many(
     return _many.download_many(
         _ExecutorDownload() if executor is not None else batch, items, dest_dir,
         workers=workers, max_per_host=max_per_host, executor=executor,
-        progress=progress, **kwargs,
+        progress=progress, shard=shard, **kwargs,
     )  # fmt: skip
+
+
+def _item_download(source: str, local_filepath: Any = None, **kwargs: Any) -> str:
+    """`download` for one planned item, in any process: a ``NameIn`` target is named here."""
+    from . import _engine, _many
+
+    if isinstance(local_filepath, _many.NameIn):
+        request, transport = _http_request(
+            source, None, name_folder=str(local_filepath), **_http_options(kwargs)
+        )
+        return _engine.fetch(request, transport)
+    return download(source, local_filepath, **kwargs)
 
 
 def _check_items(items: Any) -> None:
@@ -845,11 +890,17 @@ class _BatchDownload:
         return self._aws.context()
 
     def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+        from . import _many
+
         _batch.transports = self._transports
         try:
-            if local_filepath is None or source[:6].lower() not in ("http:/", "https:"):
+            if (
+                local_filepath is None
+                or isinstance(local_filepath, _many.NameIn)
+                or source[:6].lower() not in ("http:/", "https:")
+            ):
                 with _AwsScope(self._aws):
-                    return download(source, local_filepath, **kwargs)
+                    return _item_download(source, local_filepath, **kwargs)
             from . import _engine
 
             # Most items of a long list are small new files: fetch_small's
@@ -878,11 +929,11 @@ class _ExecutorDownload:
 
     def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
         if not _is_s3(source):
-            return download(source, local_filepath, **kwargs)
+            return _item_download(source, local_filepath, **kwargs)
         from . import _s3
 
         with _AwsScope(_AwsHolder(_s3.context_for_call(self.call))):
-            return download(source, local_filepath, **kwargs)
+            return _item_download(source, local_filepath, **kwargs)
 
 
 def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any) -> list[Any]:
@@ -893,6 +944,9 @@ def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any)
     """
     expanded: list[Any] = []
     for item in items:
+        if callable(getattr(item, "keys", None)):
+            expanded.append(item)  # a mapping names one file, never a prefix
+            continue
         source, folder = (item, "") if isinstance(item, str) else tuple(item)
         if not (isinstance(source, str) and source.lower().startswith("s3://")):
             expanded.append(item)

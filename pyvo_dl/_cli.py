@@ -1,10 +1,11 @@
 """The ``pyvo-dl`` command line (SPEC §5), also run by ``python -m pyvo_dl``.
 
-It parses the arguments, reads the list of sources, takes this process's
-shard of it, and hands everything to the public functions (``download`` for
-one source, ``download_many`` for several). It adds no download logic of its
-own: what it prints besides the library's progress is one line per failure
-and a summary, on stderr.
+It parses the arguments, reads the list of sources and hands them, as one
+batch, to the library (``download_many``'s runner, which also expands
+``--recursive`` prefixes and takes this process's ``--shard`` of the
+expanded list). It adds no download logic of its own: what it prints
+besides the library's progress is one line per failure and one summary
+line, on stderr.
 
 Exit status: 0 when every download succeeded, 1 when any failed, 2 for a
 usage error (including "no source given"), 130 when interrupted (Ctrl-C).
@@ -14,12 +15,9 @@ cheap.
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 
-from . import _api
-from ._progress import format_bytes, format_duration, format_rate
+from . import _api, _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,7 +26,17 @@ if TYPE_CHECKING:
 
     Item = Tuple[str, Optional[str]]
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "format_failure",
+    "main",
+    "parse_list_line",
+    "parse_shard",
+]
 
 #: The command's name in messages and in ``--help``, however it was started
 #: (``python -m`` would otherwise show ``__main__.py``).
@@ -400,177 +408,42 @@ def _check_checksum(spec: str) -> None:
         raise _UsageError(f"--checksum: {exc}") from None
 
 
-def _options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keyword arguments for every source, and the extra ones for ``s3://`` sources.
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for the batch, HTTP and S3 ones together.
 
-    Only what was given on the command line is passed, so the library's
-    defaults (``cache=True`` for HTTP, ``False`` for S3, as in pyvo) apply.
+    ``download`` hands each item only the options of its kind, so one set
+    serves a mixed list. Only what was given on the command line is passed,
+    so the library's defaults (``cache=True`` for HTTP, ``False`` for S3, as
+    in pyvo) apply.
     """
-    common: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
     if not args.resume:
-        common["resume"] = False
-    for name in ("connections", "timeout", "retries"):
-        value = getattr(args, name)
-        if value is not None:
-            common[name] = value
-    s3: dict[str, Any] = {}
+        kwargs["resume"] = False
     for option, keyword in (
+        ("connections", "connections"), ("timeout", "timeout"), ("retries", "retries"),
         ("profile", "aws_profile"), ("endpoint_url", "endpoint_url"), ("region", "region"),
     ):  # fmt: skip
         value = getattr(args, option)
         if value is not None:
-            s3[keyword] = value
+            kwargs[keyword] = value
     if args.recursive:
-        s3["recursive"] = True
-    return common, s3
+        kwargs["recursive"] = True
+    return kwargs
+
+
+def _batch_items(items: Sequence[Item], args: argparse.Namespace) -> list[Any]:
+    """The ``download_many`` items: URLs, ``(source, path)`` pairs, a mapping for ``--checksum``."""
+    batch: list[Any] = []
+    for source, given in items:
+        local = args.output if args.output is not None else given
+        if args.checksum is not None:
+            batch.append({"source": source, "local_filepath": local, "checksum": args.checksum})
+        else:
+            batch.append(source if local is None else (source, local))
+    return batch
 
 
 # -- running -----------------------------------------------------------------------
-
-
-def _download_one(item: Item, args: argparse.Namespace, kwargs: dict[str, Any]) -> Any:
-    """Download one source with ``download``; return its path or its exception."""
-    source, local = item
-    target = args.output if args.output is not None else local
-    dest = args.dest_dir
-    if args.checksum is not None:
-        kwargs = dict(kwargs, checksum=args.checksum)
-    try:
-        if target is None:
-            return _download_into(dest, source, kwargs)
-        if dest not in ("", "."):
-            target = os.path.join(dest, target)
-        return _api.download(source, target, **kwargs)
-    except (OSError, ValueError, ImportError) as exc:
-        return exc
-
-
-def _download_into(dest: str, source: str, kwargs: dict[str, Any]) -> str:
-    # download() names the file itself (URL path, query, Content-Disposition)
-    # in the current folder and takes no folder argument: run it from -d DIR.
-    if dest in ("", "."):
-        return _api.download(source, **kwargs)
-    os.makedirs(dest, exist_ok=True)
-    here = os.getcwd()
-    os.chdir(dest)
-    try:
-        path = _api.download(source, **kwargs)
-    finally:
-        os.chdir(here)
-    return os.path.join(dest, path)
-
-
-def _download_batch(
-    items: Sequence[Item],
-    args: argparse.Namespace,
-    kwargs: dict[str, Any],
-    *,
-    absolute: bool = False,
-) -> list[Any]:
-    pairs = [source if local is None else (source, local) for source, local in items]
-    # A prefix's objects come back from the listing already under dest_dir;
-    # the library then joins a relative dest_dir a second time (DIR/DIR/...),
-    # which an absolute one cannot suffer.
-    dest = os.path.abspath(args.dest_dir) if absolute else args.dest_dir
-    return _api.download_many(pairs, dest, workers=args.jobs, **kwargs)
-
-
-def _download_all(
-    items: Sequence[Item],
-    args: argparse.Namespace,
-    common: dict[str, Any],
-    s3: dict[str, Any],
-) -> list[Any]:
-    """One result per item, in order: the path(s) written, or the exception."""
-    common = dict(common, progress=not args.quiet)
-    if len(items) == 1 and not args.recursive:
-        s3_only = s3 if _is_s3(items[0][0]) else {}
-        return [_download_one(items[0], args, dict(common, **s3_only))]
-    if not s3:
-        return _download_batch(items, args, common)
-    # The S3 options are not parameters of http_download: a list mixing both
-    # kinds runs as two batches, each with the options that apply to it.
-    results: list[Any] = [None] * len(items)
-    s3_kwargs = dict(common, **s3)
-    plain = [i for i, (source, _) in enumerate(items) if not _is_s3(source)]
-    buckets = [i for i, (source, _) in enumerate(items) if _is_s3(source)]
-    _batch_into(results, plain, items, args, common)
-    if not args.recursive:
-        _batch_into(results, buckets, items, args, s3_kwargs)
-        return results
-    # download_many(recursive=True) returns one result per object found, which
-    # does not say which prefix it came from: one call per prefix keeps every
-    # failure with the source the user gave.
-    for i in buckets:
-        results[i] = _download_batch([items[i]], args, s3_kwargs, absolute=True)
-    return results
-
-
-def _batch_into(
-    results: list[Any],
-    chosen: Sequence[int],
-    items: Sequence[Item],
-    args: argparse.Namespace,
-    kwargs: dict[str, Any],
-) -> None:
-    if chosen:
-        batch = _download_batch([items[i] for i in chosen], args, kwargs)
-        for i, result in zip(chosen, batch):
-            results[i] = result
-
-
-def _outcomes(items: Sequence[Item], results: Sequence[Any]) -> tuple[list[str], list[Any]]:
-    """The paths written and the ``(source, exception)`` failures, recursive results flattened."""
-    paths: list[str] = []
-    failures: list[Any] = []
-    for (source, _), result in zip(items, results):
-        for one in result if isinstance(result, (list, tuple)) else [result]:
-            if isinstance(one, BaseException):
-                failures.append((source, one))
-            elif one is not None:
-                paths.append(os.fspath(one))
-    return paths, failures
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def format_summary(files: int, size: int, elapsed: float, failed: int) -> str:
-    """Format the summary line printed at the end of a run.
-
-    Parameters
-    ----------
-    files : int
-        Files now in place (downloaded or found cached).
-    size : int
-        Their total size in bytes.
-    elapsed : float
-        Seconds the run took.
-    failed : int
-        Sources (or objects of a recursive listing) that failed.
-
-    Returns
-    -------
-    str
-        One line, without the ``pyvo-dl:`` prefix.
-
-    Examples
-    --------
-    >>> format_summary(3, 3 * 1024**2, 1.5, 0)
-    '3 files, 3.00 MiB in 1.5 s (2.00 MiB/s), 0 failed'
-    >>> format_summary(1, 10, 0.0, 2)
-    '1 file, 10 B in 0.0 s (-- B/s), 2 failed'
-    """
-    rate = size / elapsed if elapsed > 0 else None
-    plural = "" if files == 1 else "s"
-    return (
-        f"{files} file{plural}, {format_bytes(size)} in {format_duration(elapsed)} "
-        f"({format_rate(rate)}), {failed} failed"
-    )
 
 
 def _say(text: str) -> None:
@@ -586,14 +459,41 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _report(items: Sequence[Item], results: Sequence[Any], started: float, quiet: bool) -> int:
-    paths, failures = _outcomes(items, results)
+def format_failure(source: str, error: BaseException) -> str:
+    """The failure line of one item (without the ``pyvo-dl:`` prefix), naming the source once.
+
+    Parameters
+    ----------
+    source : str
+        The URL or URI as the list gave it (an object's own URI for a prefix).
+    error : BaseException
+        What the item ended with.
+
+    Returns
+    -------
+    str
+        ``failed: MESSAGE`` when the message names the source already, else
+        ``failed: SOURCE: MESSAGE``; on one line.
+
+    Examples
+    --------
+    >>> format_failure("https://h/a.fits", OSError("HTTP 404 (not found) for https://h/a.fits"))
+    'failed: HTTP 404 (not found) for https://h/a.fits'
+    >>> format_failure("https://h/a.fits", OSError("disk full"))
+    'failed: https://h/a.fits: disk full'
+    """
+    message = _one_line(error)
+    if source in message:
+        return f"failed: {message}"
+    return f"failed: {source}: {message}"
+
+
+def _report(pairs: Sequence[tuple[str, Any]], display: Any) -> int:
+    failures = [(source, result) for source, result in pairs if isinstance(result, BaseException)]
     for source, error in failures:
-        _say(f"failed: {source}: {_one_line(error)}")
-    if not quiet:
-        elapsed = time.monotonic() - started
-        size = sum(_size(path) for path in paths)
-        _say(format_summary(len(paths), size, elapsed, len(failures)))
+        _say(format_failure(source, error))
+    if display is not None:
+        _say(display.summary())
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -631,16 +531,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         items = _gather(args)
     except _UsageError as exc:
         parser.error(str(exc))  # exits with status 2
-    if args.shard is not None:
-        index, count = args.shard
-        items = items[index - 1 :: count]
-    common, s3 = _options(args)
-    started = time.monotonic()
-    # One AWS context for the run: each profile's credentials and the
-    # default chain are looked up once, whatever batches the run makes.
+    # One command is one batch (SPEC §2.3): one pool of -j workers for HTTP
+    # and S3 alike, one display, one tally for the one summary line. The
+    # shard is taken inside, after --recursive listed the prefixes, so that
+    # N processes cover the expanded list exactly once. One AWS context for
+    # the run: each profile's credentials and the default chain are looked
+    # up once.
+    display = None if args.quiet else _progress.AggregateSink(None, summary=False)
     with _LogToStderr(args.verbose), _api._AwsScope():
-        results = _download_all(items, args, common, s3) if items else []
-    return _report(items, results, started, args.quiet)
+        pairs = _api.run_batch(
+            _batch_items(items, args), args.dest_dir, workers=args.jobs,
+            progress=display if display is not None else False, shard=args.shard,
+            **_options(args),
+        )  # fmt: skip
+    return _report(pairs, display)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from . import _names, _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Sequence, Tuple, Union
+    from typing import Any, Callable, Final, Iterable, Sequence, Tuple, Union
 
     Item = Union[str, Tuple[str, Any]]
 
@@ -37,51 +37,82 @@ def _default_name(source: str) -> str | None:
     return _names.filename_from_url(source)
 
 
-def plan_items(items: Iterable[Item], dest_dir: str) -> list[tuple[str, Any]]:
-    """Turn the caller's items into ``(source, target path or error)`` pairs.
+class NameIn(str):
+    """A target still to be named: the folder it goes in (a ``str`` subclass).
+
+    An http(s) URL whose path and query name no file (``/cutout?ra=10``)
+    is named as `http_download` names it: from the server's
+    ``Content-Disposition``, asked when the item runs.
+    """
+
+    __slots__ = ()
+
+
+#: The keys a mapping item may have (SPEC §2.3).
+ITEM_KEYS: Final = ("source", "local_filepath", "checksum")
+
+
+def plan_items(items: Iterable[Item], dest_dir: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """Turn the caller's items into ``(source, target path or error, item options)``.
 
     A target is the pair's ``local_path`` (a relative one under
-    ``dest_dir``) or a name derived from the source; two items with the same
-    target make the second an error rather than a race.
+    ``dest_dir``) or a name derived from the source (a :class:`NameIn`
+    where only the server can say it); two items with the same target make
+    the second an error rather than a race. The options are the item's own
+    keyword arguments (a mapping's ``checksum``).
     """
-    planned: list[tuple[str, Any]] = []
+    planned: list[tuple[str, Any, dict[str, Any]]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
         try:
-            source, local = (item, None) if isinstance(item, str) else _pair(item, index)
+            source, local, options = _unpack(item, index)
         except ValueError as exc:
-            planned.append((repr(item), exc))
+            planned.append((repr(item), exc, {}))
             continue
         if isinstance(local, Exception):
-            planned.append((str(source), local))  # refused while listing a prefix
+            planned.append((str(source), local, {}))  # refused while listing a prefix
             continue
         try:
             target = _target_for(source, local, dest_dir)
         except ValueError as exc:
-            planned.append((str(source), exc))
+            planned.append((str(source), exc, {}))
+            continue
+        if isinstance(target, NameIn):
+            planned.append((source, target, options))
             continue
         key = os.path.normcase(os.path.abspath(target))
         if key in seen:
-            planned.append(
-                (
-                    source,
-                    ValueError(f"{source!r} would be written to {target}, as item {seen[key]} is"),
-                )
-            )
+            error = ValueError(f"{source!r} would be written to {target}, as item {seen[key]} is")
+            planned.append((source, error, {}))
             continue
         seen[key] = index
-        planned.append((source, target))
+        planned.append((source, target, options))
     return planned
 
 
-def _pair(item: Any, index: int) -> tuple[str, Any]:
+def _unpack(item: Any, index: int) -> tuple[Any, Any, dict[str, Any]]:
+    """``(source, local_path, options)`` of one item: a string, a pair or a mapping."""
+    if isinstance(item, str):
+        return item, None, {}
+    if callable(getattr(item, "keys", None)):
+        # keys(), not iteration: a table row (astropy Row) iterates its values.
+        unknown = [key for key in item.keys() if key not in ITEM_KEYS]  # noqa: SIM118
+        if unknown or "source" not in item:
+            problem = f"unknown key {unknown[0]!r}" if unknown else "no 'source'"
+            raise ValueError(
+                f"item {index} ({item!r}): {problem}; a mapping item has 'source' "
+                "and optionally 'local_filepath' and 'checksum'"
+            )
+        options = {"checksum": item["checksum"]} if item.get("checksum") is not None else {}
+        return item["source"], item.get("local_filepath"), options
     try:
         source, local = item
     except (TypeError, ValueError):
         raise ValueError(
-            f"item {index} must be a URL, an s3:// URI or a (source, local_path) pair, not {item!r}"
+            f"item {index} must be a URL, an s3:// URI, a (source, local_path) pair or a "
+            f"mapping with 'source', not {item!r}"
         ) from None
-    return source, local
+    return source, local, {}
 
 
 def _target_for(source: Any, local: Any, dest_dir: str) -> str:
@@ -89,22 +120,50 @@ def _target_for(source: Any, local: Any, dest_dir: str) -> str:
         raise ValueError(f"source must be a URL or s3:// URI string, not {source!r}")
     if local is not None:
         path = os.fspath(local)
-        return path if os.path.isabs(path) else os.path.join(dest_dir, path)
+        return path if os.path.isabs(path) else _join(dest_dir, path)
     name = _default_name(source)
+    if name and "." not in name and source[:4].lower() == "http":
+        # A name without a suffix (/cutout?ra=10): the server's
+        # Content-Disposition may give a better one, as for http_download
+        # (SPEC §2.1). A URL naming no file at all (a folder) stays an error.
+        return NameIn(dest_dir)
     if not name:
         raise ValueError(
             f"cannot derive a file name from {source!r}; give a (source, local_path) pair"
         )
-    return os.path.join(dest_dir, name)
+    return _join(dest_dir, name)
+
+
+def _join(dest_dir: str, path: str) -> str:
+    # "." adds nothing but a "./" to every path printed and returned.
+    return path if dest_dir in ("", ".") else os.path.join(dest_dir, path)
 
 
 def run_one(download: Callable[..., str], source: str, target: str, kwargs: dict[str, Any]) -> str:
     """Download one item (module-level, so process pools can pickle it).
 
-    ``download`` is the public ``pyvo_dl.download``, passed in by the caller
-    so that this module does not import the entry-point row above it.
+    ``download`` is the entry row's item download (``pyvo_dl.download``,
+    which also takes a :class:`NameIn` target), passed in by the caller so
+    that this module does not import the row above it.
     """
     return download(source, target, **kwargs)
+
+
+def run_counted(
+    download: Callable[..., str], source: str, target: str, kwargs: dict[str, Any]
+) -> tuple[Any, _progress.ItemTally]:
+    """:func:`run_one` in an executor's worker: the outcome and what its transfer did.
+
+    The worker has no display; an :class:`~._progress.ItemTally` notes
+    whether a transfer started, from which byte, and the bytes it moved,
+    and goes back with the outcome (the path, or the exception the item
+    ended with) so that the caller's summary tells the truth.
+    """
+    tally = _progress.ItemTally()
+    try:
+        return run_one(download, source, target, dict(kwargs, progress=tally)), tally
+    except Exception as exc:  # the item's exception is its result
+        return exc, tally
 
 
 class _HostLimits:
@@ -123,6 +182,22 @@ class _HostLimits:
             return semaphore
 
 
+def take_shard(count: int, shard: tuple[int, int] | None) -> list[int]:
+    """The indexes of ``count`` items that shard ``(I, N)`` takes: I-1, I-1+N, ...
+
+    Examples
+    --------
+    >>> take_shard(7, (2, 3))
+    [1, 4]
+    >>> take_shard(3, None)
+    [0, 1, 2]
+    """
+    if shard is None:
+        return list(range(count))
+    index, of = shard
+    return list(range(index - 1, count, of))
+
+
 def download_many(
     download: Callable[..., str],
     items: Iterable[Item],
@@ -132,44 +207,54 @@ def download_many(
     max_per_host: int | None = None,
     executor: Any = None,
     progress: Any = True,
+    shard: tuple[int, int] | None = None,
     **kwargs: Any,
-) -> list[Any]:
+) -> list[tuple[str, Any]]:
     """Run ``pyvo_dl.download_many`` (its parameters are documented there).
 
-    ``download`` is ``pyvo_dl.download``, which downloads one source to one
-    path; it is passed in so that this module does not import the public
-    entry row above it.
+    ``download`` downloads one source to one path (or into a
+    :class:`NameIn` folder); it is passed in so that this module does not
+    import the public entry row above it. ``shard=(I, N)`` keeps items I,
+    I+N, ... of the planned list (prefixes already expanded), for job
+    arrays. Returns ``(source, path or exception)`` for each item kept.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, not {workers!r}")
     if "checksum" in kwargs:
-        raise ValueError("checksum= names one file; give it per call of http_download/aws_download")
+        raise ValueError(
+            "checksum= names one file; give it per item ({'source': ..., 'checksum': ...}) "
+            "or per call of http_download/aws_download"
+        )
     per_host = workers if max_per_host is None else max_per_host
     if isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1:
         raise ValueError(f"max_per_host must be a whole number >= 1, not {max_per_host!r}")
-    planned = plan_items(items, os.fspath(dest_dir))
+    everything = plan_items(items, os.fspath(dest_dir))
+    planned = [everything[i] for i in take_shard(len(everything), shard)]
     results: list[Any] = [
-        target if isinstance(target, Exception) else None for _, target in planned
+        target if isinstance(target, Exception) else None for _, target, _ in planned
     ]
-    todo = [i for i, (_, target) in enumerate(planned) if not isinstance(target, Exception)]
+    todo = [i for i, (_, target, _) in enumerate(planned) if not isinstance(target, Exception)]
     display = _progress.make_aggregate(progress, len(planned))
-    display.files_done(len(planned) - len(todo), failed=len(planned) - len(todo))
-    if executor is not None:
-        _run_on_executor(executor, download, planned, todo, results, kwargs, display)
-    else:
-        _run_threads(download, planned, todo, results, kwargs, display, workers, per_host)
-    display.close()
-    return results
+    for _ in range(len(planned) - len(todo)):
+        display.item_done(False)
+    try:
+        if executor is not None:
+            _run_on_executor(executor, download, planned, todo, results, kwargs, display)
+        else:
+            _run_threads(download, planned, todo, results, kwargs, display, workers, per_host)
+    finally:
+        display.close()
+    return [(source, result) for (source, _, _), result in zip(planned, results)]
 
 
-def _record(results: list[Any], index: int, outcome: Any, display: Any) -> None:
+def _record(results: list[Any], index: int, outcome: Any, display: Any, child: Any) -> None:
     results[index] = outcome
-    display.files_done(1, failed=int(isinstance(outcome, BaseException)))
+    display.item_done(not isinstance(outcome, BaseException), child)
 
 
 def _run_threads(
     download: Callable[..., str],
-    planned: Sequence[tuple[str, Any]],
+    planned: Sequence[tuple[str, Any, dict[str, Any]]],
     todo: list[int],
     results: list[Any],
     kwargs: dict[str, Any],
@@ -185,9 +270,9 @@ def _run_threads(
     pending = iter(todo)
     crashed: list[BaseException] = []
 
-    def download_one(index: int) -> Any:
-        source, target = planned[index]
-        item_kwargs = dict(kwargs, progress=display.child())
+    def download_one(index: int, child: Any) -> Any:
+        source, target, options = planned[index]
+        item_kwargs = dict(kwargs, progress=child, **options)
         if limits is None:
             return run_one(download, source, target, item_kwargs)
         with limits.for_host(_source_host(source)):
@@ -201,8 +286,9 @@ def _run_threads(
                 index = next(pending, None)
             if index is None:
                 return
+            child = display.child()
             try:
-                outcome: Any = download_one(index)
+                outcome: Any = download_one(index, child)
             except Exception as exc:  # each item's exception is its result
                 outcome = exc
             except BaseException as exc:  # not an item's failure: stop the batch
@@ -210,8 +296,15 @@ def _run_threads(
                 crashed.append(exc)
                 return
             if outcome is not None:
-                _record(results, index, outcome, display)
+                _record(results, index, outcome, display, child)
 
+    if len(todo) == 1:
+        # One item runs on the calling thread: Ctrl-C interrupts it at once
+        # (its .part is kept), as it does a single http_download.
+        work()
+        if crashed:
+            raise crashed[0]
+        return
     threads = [
         threading.Thread(target=work, name=f"pyvo_dl-{n}")
         for n in range(min(workers, max(1, len(todo))))
@@ -235,7 +328,7 @@ def _run_threads(
 def _run_on_executor(
     executor: Any,
     download: Callable[..., str],
-    planned: Sequence[tuple[str, Any]],
+    planned: Sequence[tuple[str, Any, dict[str, Any]]],
     todo: list[int],
     results: list[Any],
     kwargs: dict[str, Any],
@@ -243,14 +336,19 @@ def _run_on_executor(
 ) -> None:
     from concurrent.futures import as_completed
 
-    quiet = dict(kwargs, progress=False)  # a bar cannot cross processes
     futures = {
-        executor.submit(run_one, download, planned[index][0], planned[index][1], quiet): index
+        executor.submit(
+            run_counted, download, planned[index][0], planned[index][1],
+            dict(kwargs, **planned[index][2]),
+        ): index
         for index in todo
-    }
+    }  # fmt: skip
     for future in as_completed(futures):
+        tally: Any = None
         try:
-            outcome = future.result()
-        except Exception as exc:  # each item's exception is its result
+            outcome, tally = future.result()
+        except Exception as exc:  # the worker itself failed (pickling, a dead process)
             outcome = exc
-        _record(results, futures[future], outcome, display)
+        results[futures[future]] = outcome
+        moved = tally.moved if tally is not None else 0
+        display.item_done(not isinstance(outcome, BaseException), tally, moved)

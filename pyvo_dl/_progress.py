@@ -36,20 +36,29 @@ if TYPE_CHECKING:
     from typing import Any, Final, TextIO
 
 __all__ = [
+    "DOWNLOADED",
+    "FAILED",
+    "PRESENT",
+    "RESUMED",
     "AggregateSink",
     "BarSink",
     "CallbackSink",
+    "ItemTally",
     "LineSink",
     "NullAggregate",
     "NullSink",
+    "classify_item",
     "format_aggregate_line",
     "format_bar_line",
+    "format_batch_summary",
     "format_bytes",
     "format_duration",
     "format_eta",
+    "format_log_line",
     "format_rate",
     "make_aggregate",
     "make_sink",
+    "wrap_words",
 ]
 
 #: Seconds between two redraws of a live bar: smooth to the eye, and cheap
@@ -60,12 +69,21 @@ REDRAW_INTERVAL: Final = 0.1
 RATE_WINDOW: Final = 5.0
 #: ETAs beyond this many seconds (100 hours) carry no information.
 MAX_ETA: Final = 100 * 3600
+#: Outside a terminal (a log, a notebook, a pipe) a progress line is printed
+#: when both this many seconds have passed and this fraction more is done
+#: since the last one: every 10 % or every 30 s, whichever is rarer. A log
+#: gets a line a minute at most for a slow file and ten for a fast one.
+LOG_INTERVAL: Final = 30.0
+LOG_STEP: Final = 0.1
 
 # ASCII, not "…": a stream with a legacy encoding (LANG=C on an HPC node)
 # must never fail on the progress display.
 _ELLIPSIS: Final = "..."
 _MIN_LABEL: Final = 12
-_MIN_BAR: Final = 5
+#: The narrowest bar worth drawing: below it the statistics give up parts
+#: (the total, then the rate) before the bar does, so that a 60-column
+#: terminal still shows one.
+_MIN_BAR: Final = 8
 _MAX_BAR: Final = 30
 _UNITS: Final = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 # Width of format_bytes() and format_rate() at their widest ("9.99 KiB"),
@@ -274,25 +292,27 @@ def _pad(line: str, width: int) -> str:
 def _layout(label: str, fraction: float | None, variants: list[str], width: int) -> str:
     """Fit ``label [bar] stats`` into ``width`` cells.
 
-    Space is given up in this order: the bar shrinks to its minimum, then
-    the label is cut in the middle down to ``_MIN_LABEL``, then the bar goes,
-    then the statistics lose their tail parts (``variants``, longest first),
-    and last the label is cut to whatever remains.
+    ``variants`` are the statistics, most complete first. With a bar, each
+    variant is tried in turn: with the whole label, then with the label cut
+    in the middle down to ``_MIN_LABEL``, the bar never narrower than
+    ``_MIN_BAR``. Only when no variant leaves room for a usable bar does the
+    bar go; then the label and the statistics share the line as before, and
+    last the label is cut to whatever remains.
     """
     if width <= 0:
         return ""
     label_width = _cell_width(label)
     min_label = min(label_width, _MIN_LABEL)
     if fraction is not None:
-        stats = variants[0]
-        # label, " [", inner, "] ", stats
-        room = width - len(stats) - 4
-        inner = min(_MAX_BAR, room - label_width)
-        if inner >= _MIN_BAR:
-            return _pad(f"{label} {_bar(fraction, inner)} {stats}", width)
-        if room - _MIN_BAR >= min_label:
-            short = _truncate_middle(label, room - _MIN_BAR)
-            return _pad(f"{short} {_bar(fraction, _MIN_BAR)} {stats}", width)
+        for stats in variants:
+            # label, " [", inner, "] ", stats
+            room = width - len(stats) - 4
+            inner = min(_MAX_BAR, room - label_width)
+            if inner >= _MIN_BAR:
+                return _pad(f"{label} {_bar(fraction, inner)} {stats}", width)
+            if room - _MIN_BAR >= min_label:
+                short = _truncate_middle(label, room - _MIN_BAR)
+                return _pad(f"{short} {_bar(fraction, _MIN_BAR)} {stats}", width)
     for stats in variants:
         room = width - len(stats) - 1
         if room >= min_label:
@@ -342,8 +362,10 @@ def format_bar_line(
 
     Examples
     --------
+    >>> format_bar_line("a.fits", 512, 1024, 256.0, 2.0, width=70)
+    'a.fits [########         ]  50%    512 B/1.00 KiB    256 B/s ETA 00:02'
     >>> format_bar_line("a.fits", 512, 1024, 256.0, 2.0, width=60)
-    'a.fits [###    ]  50%    512 B/1.00 KiB    256 B/s ETA 00:02'
+    'a.fits [########        ]  50%    512 B    256 B/s ETA 00:02'
     >>> format_bar_line("a.fits", 512, None, None, None, width=30)
     'a.fits    512 B     -- B/s    '
     """
@@ -353,12 +375,17 @@ def format_bar_line(
     if total is None:
         return _layout(label, None, [f"{done_text} {rate_text}", done_text.lstrip()], width)
     fraction = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-    head = f"{int(fraction * 100):3d}% {done_text}/{format_bytes(max(total, 0))}"
+    percent = f"{int(fraction * 100):3d}%"
+    head = f"{percent} {done_text}/{format_bytes(max(total, 0))}"
+    eta_text = f"ETA {format_eta(eta)}"
+    # The total goes first, then the rate: the bar and the percentage already
+    # say how far it is, and the ETA is what a waiting user reads.
     variants = [
-        f"{head} {rate_text} ETA {format_eta(eta)}",
-        f"{head} {rate_text}",
-        head,
-        f"{int(fraction * 100):3d}%",
+        f"{head} {rate_text} {eta_text}",
+        f"{percent} {done_text} {rate_text} {eta_text}",
+        f"{percent} {done_text} {eta_text}",
+        f"{percent} {eta_text}",
+        percent,
     ]
     return _layout(label, fraction, variants, width)
 
@@ -369,6 +396,7 @@ def format_aggregate_line(
     failed: int,
     done_bytes: int,
     rate: float | None,
+    eta: float | None = None,
     *,
     width: int,
 ) -> str:
@@ -386,19 +414,22 @@ def format_aggregate_line(
         Bytes transferred so far, all files together.
     rate : float or None
         Current aggregate rate in bytes per second.
+    eta : float or None, optional
+        Seconds left for the whole batch (an estimate), ``None`` when unknown.
     width : int
         Terminal cells available.
 
     Returns
     -------
     str
-        ``12/200 files [##        ] 1 failed 345 MiB 12.3 MiB/s`` fitted as
-        in :func:`format_bar_line`.
+        ``12/200 files [##        ] 1 failed 345 MiB 12.3 MiB/s ETA 03:10``
+        fitted as in :func:`format_bar_line` (the ETA goes first, then the
+        rate).
 
     Examples
     --------
-    >>> format_aggregate_line(1, 4, 0, 2048, None, width=50)
-    '1/4 files [####              ] 2.00 KiB     -- B/s'
+    >>> format_aggregate_line(1, 4, 0, 2048, None, width=60)
+    '1/4 files [####              ] 2.00 KiB     -- B/s ETA --:--'
     """
     label = f"{finished}/{count} files" if count is not None else f"{finished} files"
     fraction = None
@@ -408,22 +439,110 @@ def format_aggregate_line(
     size = format_bytes(max(done_bytes, 0))
     # Fixed-width numbers keep the bar from jumping as they grow.
     padded = failed_text + size.rjust(_BYTES_WIDTH)
+    rate_text = format_rate(rate).rjust(_RATE_WIDTH)
     variants = [
-        f"{padded} {format_rate(rate).rjust(_RATE_WIDTH)}",
+        f"{padded} {rate_text} ETA {format_eta(eta)}",
+        f"{padded} {rate_text}",
         padded,
         failed_text.strip() or size,
     ]
     return _layout(label, fraction, variants, width)
 
 
+def format_batch_summary(
+    downloaded: int, resumed: int, present: int, failed: int, moved: int, elapsed: float
+) -> str:
+    """Format the one summary line of a batch (``download_many``, the command line).
+
+    Parameters
+    ----------
+    downloaded : int
+        Files transferred whole in this run.
+    resumed : int
+        Files completed from a ``.part`` an earlier run left.
+    present : int
+        Files already in place, nothing transferred (a cache hit, or one that
+        another process just downloaded).
+    failed : int
+        Items that failed.
+    moved : int
+        Bytes actually transferred in this run, all items together (bytes
+        already on disk not counted).
+    elapsed : float
+        Seconds the batch took; the rate is ``moved / elapsed``.
+
+    Returns
+    -------
+    str
+        One line.
+
+    Examples
+    --------
+    >>> format_batch_summary(3, 1, 1, 0, 3 * 1024**2, 1.5)
+    '3 downloaded, 1 resumed, 1 already present, 0 failed; 3.00 MiB in 1.5 s (2.00 MiB/s)'
+    >>> format_batch_summary(0, 0, 2, 1, 0, 0.25)
+    '0 downloaded, 0 resumed, 2 already present, 1 failed; nothing transferred (0.2 s)'
+    """
+    counts = (
+        f"{downloaded} downloaded, {resumed} resumed, {present} already present, {failed} failed"
+    )
+    if moved <= 0:
+        return f"{counts}; nothing transferred ({format_duration(elapsed)})"
+    rate = format_rate(moved / elapsed) if elapsed > 0 else format_rate(None)
+    return f"{counts}; {format_bytes(moved)} in {format_duration(elapsed)} ({rate})"
+
+
+# Joins a number to its unit in the final line, so that wrap_words never
+# breaks "12.0 MiB" across two lines.
+_GLUE: Final = "\x00"
+
+
+def wrap_words(text: str, width: int) -> str:
+    """Break ``text`` at spaces so that a terminal ``width`` cells wide splits no word.
+
+    A word longer than a whole line (a long URL) is left to the terminal to
+    wrap, which splits only that word; a number is never split from its
+    unit (they are joined by ``_GLUE`` until here).
+
+    Examples
+    --------
+    >>> wrap_words("Downloading http://h/a.fits to a.fits ... [Done]", 30)
+    'Downloading http://h/a.fits to\\na.fits ... [Done]'
+    """
+    out: list[str] = []
+    column = 0  # where the terminal's cursor is, its own wrapping included
+    for word in text.split(" "):
+        cells = _cell_width(word)
+        if column and column + 1 + cells > width and cells <= width:
+            out.append("\n")
+            column = 0
+        elif out:
+            out.append(" ")
+            column += 1
+        out.append(word)
+        column += cells
+        if column > width > 0:
+            column %= width  # the terminal wrapped the long word itself
+    return "".join(out).replace(_GLUE, " ")
+
+
+def _glued(text: str) -> str:
+    return text.replace(" ", _GLUE)
+
+
 def _done_suffix(done: int, total: int | None, elapsed: float, moved: int, ok: bool) -> str:
+    """`` [Done] (...)``: the size, and what this run moved where it differs (a resume)."""
+    size = _glued(format_bytes(max(done, 0)))
     if not ok:
-        of = f" of {format_bytes(total)}" if total is not None else ""
-        return f" [Failed] ({format_bytes(max(done, 0))}{of})"
-    parts = format_bytes(max(done, 0))
-    if moved > 0 and elapsed > 0:
-        parts += f" in {format_duration(elapsed)}, {format_rate(moved / elapsed)}"
-    return f" [Done] ({parts})"
+        of = f" of {_glued(format_bytes(total))}" if total is not None else ""
+        return f" [Failed] ({size}{of})"
+    if moved <= 0 or elapsed <= 0:
+        return f" [Done] ({size})"
+    took = _glued(f"in {format_duration(elapsed)}")
+    rate = _glued(format_rate(moved / elapsed))
+    if moved < done:
+        return f" [Done] ({size}, resumed: {_glued(format_bytes(moved))} {took}, {rate})"
+    return f" [Done] ({size} {took}, {rate})"
 
 
 # --------------------------------------------------------------------------
@@ -582,12 +701,58 @@ class CallbackSink:
             self._fn(final, final)
 
 
+class _LogSchedule:
+    """When a progress line is due outside a terminal: every 10 % or 30 s, whichever is rarer."""
+
+    __slots__ = ("_at", "_fraction")
+
+    def __init__(self, now: float) -> None:
+        self._at = now
+        self._fraction = 0.0
+
+    def due(self, now: float, fraction: float | None) -> bool:
+        """Whether to print now; ``fraction`` done so far (``None``: unknown, time alone)."""
+        if now - self._at < LOG_INTERVAL:
+            return False
+        if fraction is not None:
+            if fraction - self._fraction < LOG_STEP:
+                return False
+            self._fraction = fraction
+        self._at = now
+        return True
+
+
+def format_log_line(
+    label: str, done: int, total: int | None, rate: float | None, eta: float | None
+) -> str:
+    """Format a progress line for a log (no bar, no padding).
+
+    Examples
+    --------
+    >>> format_log_line("x.fits", 512, 1024, 256.0, 2.0)
+    'x.fits  50% 512 B of 1.00 KiB, 256 B/s, ETA 00:02'
+    >>> format_log_line("x.fits", 512, None, None, None)
+    'x.fits 512 B, -- B/s'
+    """
+    if total is None:
+        return f"{_printable(label)} {format_bytes(max(done, 0))}, {format_rate(rate)}"
+    fraction = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+    return (
+        f"{_printable(label)} {int(fraction * 100):3d}% {format_bytes(max(done, 0))} of "
+        f"{format_bytes(max(total, 0))}, {format_rate(rate)}, ETA {format_eta(eta)}"
+    )
+
+
 class LineSink(_StreamSink):
     """One line per file, for logs, notebooks and pipes.
 
     Writes ``Downloading {label} to {path} ...`` at ``start`` and
     `` [Done]`` or `` [Failed]`` plus a newline at ``finish``: the line of
-    pyvo's documentation (``Downloading <key> to <file> ... [Done]``).
+    pyvo's documentation (``Downloading <key> to <file> ... [Done]``). A
+    long download also gets progress lines in between, every 10 % or every
+    30 s, whichever is rarer (``LOG_STEP``, ``LOG_INTERVAL``), never one per
+    buffer; it then ends with the whole line again, so that the outcome is
+    on one line with the source and the path.
 
     Parameters
     ----------
@@ -597,6 +762,8 @@ class LineSink(_StreamSink):
         The local path written.
     stream : file-like
         A text stream with ``write`` and ``flush``.
+    clock : callable, optional
+        Monotonic seconds; default ``time.monotonic`` (injected in tests).
 
     Examples
     --------
@@ -608,18 +775,40 @@ class LineSink(_StreamSink):
     'Downloading data/x.fits to x.fits ... [Done]\\n'
     """
 
-    def __init__(self, label: str, path: str, stream: TextIO) -> None:
+    def __init__(
+        self, label: str, path: str, stream: TextIO, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(stream)
-        self._head = f"Downloading {_printable(label)} to {_printable(os.fspath(path))} ..."
+        path = _printable(os.fspath(path))
+        self._head = f"Downloading {_printable(label)} to {path} ..."
+        self._short = os.path.basename(path) or _printable(label)
+        self._clock = clock
         self._started = False
         self._finished = False
+        self._total: int | None = None
+        self._initial = 0
+        self._began = 0.0
+        self._schedule: _LogSchedule | None = None
+        # Below this many bytes no progress line can be due: no clock read.
+        self._next_check = 0
 
     def start(self, total: int | None, initial: int = 0) -> None:
-        """Write the start of the line, once."""
+        """Write the start of the line, once; (re)start counting from ``initial``."""
+        now = self._clock()
+        self._total = total
+        self._initial = initial
+        self._began = now
+        if self._schedule is None:
+            self._schedule = _LogSchedule(now)
+        self._set_next_check(initial)
         if not self._started:
             self._started = True
             self._write(self._head)
             _set_open(self)
+
+    def _set_next_check(self, done: int) -> None:
+        total = self._total
+        self._next_check = done + int(LOG_STEP * total) if total else 0
 
     def _interrupt(self) -> None:
         # End the open line; finish() then writes the whole line again.
@@ -628,7 +817,27 @@ class LineSink(_StreamSink):
             self._started = False
 
     def update(self, done: int) -> None:
-        """Do nothing: the line shows only the outcome."""
+        """Print a progress line when one is due (see the class docstring)."""
+        if done < self._next_check or self._schedule is None:
+            return
+        now = self._clock()
+        total = self._total
+        fraction = done / total if total else None
+        if not self._schedule.due(now, fraction):
+            if total:
+                # Not yet 30 s: look again 1 % further on, not at every buffer.
+                self._next_check = done + max(total // 100, 1)
+            return
+        self._set_next_check(done)
+        elapsed = now - self._began
+        moved = done - self._initial
+        rate = moved / elapsed if elapsed > 0 and moved > 0 else None
+        eta = (total - done) / rate if rate and total is not None else None
+        if self._started:
+            self._write("\n")  # end "Downloading ... ..." before the first progress line
+            self._started = False
+            _set_closed(self)
+        self._write("  " + format_log_line(self._short, done, total, rate, eta) + "\n")
 
     def finish(self, ok: bool) -> None:
         """End the line with `` [Done]`` or `` [Failed]``."""
@@ -768,8 +977,11 @@ class BarSink(_StreamSink):
         started = self._started_at if self._started_at is not None else now
         moved = self._moved + max(self._done - self._segment_start, 0)
         suffix = _done_suffix(self._done, self._total, now - started, moved, ok)
-        blank = " " * _columns(self._width_fn)
-        self._write(f"\r{blank}\rDownloading {self._label} to {self._path} ...{suffix}\n")
+        width = _columns(self._width_fn)
+        # Broken at spaces to the terminal's width, so that the terminal never
+        # wraps it in the middle of a number.
+        line = wrap_words(f"Downloading {self._label} to {self._path} ...{suffix}", width)
+        self._write(f"\r{' ' * width}\r{line}\n")
 
 
 def make_sink(
@@ -809,8 +1021,12 @@ def make_sink(
     >>> type(make_sink(False, "k", "f")).__name__
     'NullSink'
     """
+    for_file = getattr(progress, "for_file", None)
+    if for_file is not None:
+        # A child of download_many's aggregate, told which file it shows.
+        return for_file(label, path)  # type: ignore[no-any-return]
     if all(hasattr(progress, name) for name in ("start", "update", "finish")):
-        # Already a sink: a child of download_many's aggregate display.
+        # Already a sink (an ItemTally, say).
         return progress  # type: ignore[return-value]
     if callable(progress):
         return CallbackSink(progress)
@@ -825,22 +1041,68 @@ def make_sink(
     return LineSink(label, path, stream)
 
 
-class AggregateSink(_StreamSink):
-    """One display for many concurrent file downloads (``download_many``).
+#: What became of one item of a batch, as the summary counts it.
+DOWNLOADED: Final = "downloaded"
+RESUMED: Final = "resumed"
+PRESENT: Final = "already present"
+FAILED: Final = "failed"
 
-    Thread-safe: every method takes an internal lock. Files are counted by
-    the caller, once per item, with :meth:`file_done` or :meth:`files_done`
-    (so cached files and items that fail before any transfer count too);
-    bytes come from the per-file sinks made by :meth:`child`. On a terminal
-    it keeps one live line (files finished/count, a bar over files,
-    failures, bytes, rate), redrawn at most ``1 / REDRAW_INTERVAL`` times a
-    second; elsewhere it prints nothing until :meth:`close`, which prints
-    one summary line (call it in a ``finally``).
+
+def classify_item(ok: bool, started: bool, initial: int) -> str:
+    """Say what became of one item, from what its progress sink saw.
+
+    Parameters
+    ----------
+    ok : bool
+        The item ended with its file in place.
+    started : bool
+        A body transfer started (``start`` was called): a cache hit, or a
+        file another process had just downloaded, never starts one.
+    initial : int
+        The bytes already on disk at the first ``start``: more than 0 is a
+        ``.part`` left by an earlier run, continued.
+
+    Returns
+    -------
+    str
+        ``DOWNLOADED``, ``RESUMED``, ``PRESENT`` or ``FAILED``.
+
+    Examples
+    --------
+    >>> classify_item(True, False, 0)
+    'already present'
+    >>> classify_item(True, True, 4096)
+    'resumed'
+    """
+    if not ok:
+        return FAILED
+    if not started:
+        return PRESENT
+    return RESUMED if initial > 0 else DOWNLOADED
+
+
+class AggregateSink(_StreamSink):
+    """One display and one tally for many concurrent file downloads (``download_many``).
+
+    Thread-safe: every method takes an internal lock. Each item is counted
+    once, by the caller, with :meth:`item_done`: downloaded, resumed,
+    already present or failed (:func:`classify_item`); bytes come from the
+    per-file sinks made by :meth:`child`, and count only what this run
+    transferred (bytes resumed from a ``.part`` do not). On a terminal it
+    keeps one live line (files finished/count, a bar over files, failures,
+    bytes, rate, ETA), redrawn at most ``1 / REDRAW_INTERVAL`` times a
+    second; elsewhere it prints a progress line every 10 % or every 30 s,
+    whichever is rarer. :meth:`close` prints the summary line
+    (:func:`format_batch_summary`) unless ``summary=False`` (the command
+    line prints its own, on stderr).
+
+    A batch of one item shows that file's own display instead (its bar, or
+    its ``Downloading ... [Done]`` line), as a single download would.
 
     Parameters
     ----------
     count : int, optional
-        Files in the batch, when known.
+        Items in the batch, when known (:meth:`begin` sets it later).
     stream : file-like, optional
         Default ``sys.stdout`` as it is at construction.
     tty : bool, optional
@@ -851,15 +1113,20 @@ class AggregateSink(_StreamSink):
     clock : callable, optional
         Monotonic seconds; default ``time.monotonic``.
     callback : callable, optional
-        Called as ``callback(files_finished, count)`` whenever files are
+        Called as ``callback(files_finished, count)`` whenever items are
         counted, under the lock (so never concurrently). With a callback
         nothing is printed.
+    summary : bool, optional
+        Print the summary line at :meth:`close` (default True).
 
     Attributes
     ----------
-    files_started, files_ok, files_failed, bytes_done, bytes_expected : int
-        Counts so far: transfers started, files finished well or not, bytes
-        transferred (resumed bytes excluded), known sizes of started files.
+    files_started, files_downloaded, files_resumed, files_present, files_failed : int
+        Transfers started; items by outcome.
+    bytes_done : int
+        Bytes transferred in this run, all items together.
+    bytes_expected : int
+        Bytes still to transfer of the started files whose size is known.
 
     Examples
     --------
@@ -869,10 +1136,10 @@ class AggregateSink(_StreamSink):
     >>> for ok in (True, False):
     ...     child = agg.child()
     ...     child.start(10); child.update(10); child.finish(ok)
-    ...     agg.file_done(ok)
+    ...     agg.item_done(ok, child)
     >>> agg.close()
     >>> out.getvalue()
-    'Downloaded 1 of 2 files (1 failed), 20 B\\n'
+    '1 downloaded, 0 resumed, 0 already present, 1 failed; 20 B in 0.0 s (-- B/s)\\n'
     """
 
     def __init__(
@@ -884,6 +1151,7 @@ class AggregateSink(_StreamSink):
         width_fn: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         callback: Callable[[int, int | None], object] | None = None,
+        summary: bool = True,
     ) -> None:
         import threading  # noqa: PLC0415 - kept off the import path (SPEC §6)
 
@@ -896,25 +1164,45 @@ class AggregateSink(_StreamSink):
         self._lock = threading.Lock()
         self._count = count
         self._callback = callback
+        self._summary = summary
         self._width_fn = width_fn
         self._clock = clock
         self._started_at = clock()
         self._meter = _RateMeter()
         self._meter.reset(self._started_at, 0)
         self._next_draw = self._started_at
+        self._schedule = _LogSchedule(self._started_at)
+        self._next_log_bytes = 0
         self._closed = False
         self.files_started = 0
-        self.files_ok = 0
+        self.files_downloaded = 0
+        self.files_resumed = 0
+        self.files_present = 0
         self.files_failed = 0
+        self._started_and_done = 0
+        self._sized_started = 0
+        self._sized_total = 0
         self.bytes_done = 0
         self.bytes_expected = 0
 
-    def file_started(self, total: int | None) -> None:
-        """Note a transfer that starts, of ``total`` bytes if known."""
+    @property
+    def files_finished(self) -> int:
+        """Items counted so far, whatever their outcome."""
+        return self.files_downloaded + self.files_resumed + self.files_present + self.files_failed
+
+    def begin(self, count: int) -> None:
+        """Set the number of items, once the batch knows it (after listing prefixes)."""
+        with self._lock:
+            self._count = count
+
+    def file_started(self, total: int | None, initial: int = 0) -> None:
+        """Note a transfer that starts, of ``total`` bytes with ``initial`` on disk."""
         with self._lock:
             self.files_started += 1
             if total is not None:
-                self.bytes_expected += total
+                self.bytes_expected += max(total - initial, 0)
+                self._sized_started += 1
+                self._sized_total += total
 
     def file_progress(self, delta_bytes: int) -> None:
         """Add ``delta_bytes`` newly received bytes (any file)."""
@@ -922,86 +1210,175 @@ class AggregateSink(_StreamSink):
             self.bytes_done += delta_bytes
             if self._live:
                 self._maybe_draw()
+            elif self.bytes_done >= self._next_log_bytes:
+                self._maybe_log()
 
-    def files_done(self, count: int = 1, failed: int = 0) -> None:
-        """Count ``count`` finished items, ``failed`` of which failed."""
+    def item_done(self, ok: bool, child: Any = None, moved: int = 0) -> None:
+        """Count one finished item.
+
+        Parameters
+        ----------
+        ok : bool
+            It ended with its file in place.
+        child : optional
+            The sink :meth:`child` gave it, or any object with ``started``
+            and ``initial`` (an executor's worker sends those back); None for
+            an item that never reached a download.
+        moved : int, optional
+            Bytes it transferred that no child reported here (a worker in
+            another process).
+        """
+        started = bool(getattr(child, "started", False))
+        outcome = classify_item(ok, started, getattr(child, "initial", 0))
         with self._lock:
-            self.files_ok += count - failed
-            self.files_failed += failed
+            if moved:
+                self.bytes_done += moved
+            if started:
+                self._started_and_done += 1
+            if outcome == DOWNLOADED:
+                self.files_downloaded += 1
+            elif outcome == RESUMED:
+                self.files_resumed += 1
+            elif outcome == PRESENT:
+                self.files_present += 1
+            else:
+                self.files_failed += 1
             if self._callback is not None:
-                self._callback(self.files_ok + self.files_failed, self._count)
+                self._callback(self.files_finished, self._count)
             if self._live:
                 self._maybe_draw()
-
-    def file_done(self, ok: bool) -> None:
-        """Count one finished item, successful or not."""
-        self.files_done(1, 0 if ok else 1)
+            else:
+                self._maybe_log()
 
     def child(self) -> _AggregateChild:
         """Return a per-file sink (``start``/``update``/``finish``) feeding the bytes.
 
         Each child is driven by one thread; any number run at once. Its
-        ``finish`` does not count the file: the caller does, once per item.
+        ``finish`` does not count the file: the caller does, once per item,
+        with :meth:`item_done`. In a batch of one item the child also drives
+        that file's own display, made when :func:`make_sink` tells it the
+        file's label and path.
         """
         return _AggregateChild(self)
 
+    def _own_display(self, label: str, path: str) -> Any:
+        if self._count != 1 or self._broken:
+            return None
+        return make_sink(True, label, path, self._stream)
+
+    def _eta(self, rate: float | None) -> float | None:
+        """Seconds left for the batch, at ``rate``: known sizes, the mean size for the rest."""
+        if not rate or self._count is None:
+            return None
+        in_flight = self.files_started - self._started_and_done
+        unstarted = max(self._count - self.files_finished - in_flight, 0)
+        remaining = max(self.bytes_expected - self.bytes_done, 0)
+        if unstarted:
+            if not self._sized_started:
+                return None
+            remaining += unstarted * self._sized_total // self._sized_started
+        return remaining / rate
+
+    def _fraction(self) -> float | None:
+        if not self._count:
+            return None
+        return self.files_finished / self._count
+
     def _maybe_draw(self) -> None:
         now = self._clock()
-        if now < self._next_draw or self._closed:
+        if now < self._next_draw or self._closed or self._count == 1:
             return
         self._next_draw = now + REDRAW_INTERVAL
         self._meter.add(now, self.bytes_done)
-        finished = self.files_ok + self.files_failed
+        rate = self._meter.rate()
         line = format_aggregate_line(
-            finished,
+            self.files_finished,
             self._count,
             self.files_failed,
             self.bytes_done,
-            self._meter.rate(),
+            rate,
+            self._eta(rate),
             width=_columns(self._width_fn),
         )
         self._write("\r" + line)
 
+    def _maybe_log(self) -> None:
+        # Outside a terminal: a line every 10 % of the items or 30 s, the rarer.
+        self._next_log_bytes = self.bytes_done + (1 << 20)  # no clock read per buffer
+        if self._broken or self._closed or self._count == 1:
+            return
+        now = self._clock()
+        if not self._schedule.due(now, self._fraction()):
+            return
+        elapsed = now - self._started_at
+        rate = self.bytes_done / elapsed if elapsed > 0 and self.bytes_done else None
+        count = "?" if self._count is None else str(self._count)
+        text = f"{self.files_finished}/{count} files"
+        if self.files_failed:
+            text += f", {self.files_failed} failed"
+        text += f", {format_bytes(self.bytes_done)}, {format_rate(rate)}"
+        text += f", ETA {format_eta(self._eta(rate))}"
+        self._write(text + "\n")
+
+    def summary(self) -> str:
+        """The summary line of what was counted so far (:func:`format_batch_summary`)."""
+        with self._lock:
+            return format_batch_summary(
+                self.files_downloaded,
+                self.files_resumed,
+                self.files_present,
+                self.files_failed,
+                self.bytes_done,
+                self._clock() - self._started_at,
+            )
+
     def close(self) -> None:
-        """Print the summary line (after clearing the live line); idempotent."""
+        """Clear the live line and print the summary line (unless told not to); idempotent."""
+        text = self.summary() + "\n" if self._summary else ""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             if self._broken:
                 return
-            elapsed = self._clock() - self._started_at
-            finished = self.files_ok + self.files_failed
-            of = self._count if self._count is not None else finished
-            text = f"Downloaded {self.files_ok} of {of} files"
-            if self.files_failed:
-                text += f" ({self.files_failed} failed)"
-            text += f", {format_bytes(self.bytes_done)}"
-            if self.bytes_done > 0 and elapsed > 0:
-                rate = format_rate(self.bytes_done / elapsed)
-                text += f" in {format_duration(elapsed)} ({rate})"
-            if self._live:
+            if self._live and self._count != 1:
                 text = "\r" + " " * _columns(self._width_fn) + "\r" + text
-            self._write(text + "\n")
+            if text:
+                self._write(text)
 
 
 class _AggregateChild:
-    """Per-file sink of an :class:`AggregateSink`: turns absolute counts into deltas."""
+    """Per-file sink of an :class:`AggregateSink`: turns absolute counts into deltas.
 
-    __slots__ = ("_last", "_parent", "_started")
+    It also keeps what :func:`classify_item` needs: whether a transfer
+    started, and the bytes already on disk when it first did.
+    """
+
+    __slots__ = ("_last", "_own", "_parent", "initial", "started")
 
     def __init__(self, parent: AggregateSink) -> None:
         self._parent = parent
+        self._own: Any = None
         self._last = 0
-        self._started = False
+        self.started = False
+        self.initial = 0
+
+    def for_file(self, label: str, path: str) -> _AggregateChild:
+        """Called by :func:`make_sink` with the file's label and path: itself."""
+        if self._own is None:
+            self._own = self._parent._own_display(label, path)
+        return self
 
     def start(self, total: int | None, initial: int = 0) -> None:
         """Note the transfer once; a restart only resets the byte baseline."""
-        if not self._started:
-            self._started = True
-            self._parent.file_started(total)
+        if not self.started:
+            self.started = True
+            self.initial = initial
+            self._parent.file_started(total, initial)
         # Resumed bytes were not transferred now: they do not count.
         self._last = initial
+        if self._own is not None:
+            self._own.start(total, initial)
 
     def update(self, done: int) -> None:
         """Pass the bytes received since the last call to the aggregate."""
@@ -1009,9 +1386,61 @@ class _AggregateChild:
         self._last = done
         if delta > 0:
             self._parent.file_progress(delta)
+        if self._own is not None:
+            self._own.update(done)
 
     def finish(self, ok: bool) -> None:
-        """Do nothing: the caller counts finished items on the aggregate."""
+        """End the file's own display, if any; the caller counts the item."""
+        if self._own is not None:
+            self._own.finish(ok)
+
+
+class ItemTally:
+    """A sink that only notes what :func:`classify_item` needs, and the bytes moved.
+
+    What a worker of ``download_many(executor=...)`` runs each item with: it
+    crosses back to the caller (as plain attributes) where the display is.
+
+    Examples
+    --------
+    >>> tally = ItemTally()
+    >>> tally.start(100, 40); tally.update(70); tally.start(100, 0); tally.update(100)
+    >>> (tally.started, tally.initial, tally.moved)
+    (True, 40, 130)
+    """
+
+    __slots__ = ("_last", "initial", "moved", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.initial = 0
+        self.moved = 0
+        self._last = 0
+
+    def start(self, total: int | None, initial: int = 0) -> None:
+        """Note the first start's bytes on disk; count from ``initial``."""
+        if not self.started:
+            self.started = True
+            self.initial = initial
+        self._last = initial
+
+    def update(self, done: int) -> None:
+        """Add what arrived since the last call."""
+        if done > self._last:
+            self.moved += done - self._last
+        self._last = done
+
+    def finish(self, ok: bool) -> None:
+        """Do nothing: the caller reads the attributes."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_tally_from, (self.started, self.initial, self.moved))
+
+
+def _tally_from(started: bool, initial: int, moved: int) -> ItemTally:
+    tally = ItemTally()
+    tally.started, tally.initial, tally.moved = started, initial, moved
+    return tally
 
 
 class NullAggregate:
@@ -1026,16 +1455,16 @@ class NullAggregate:
 
     __slots__ = ()
 
-    def file_started(self, total: int | None) -> None:
+    def begin(self, count: int) -> None:
+        """Do nothing."""
+
+    def file_started(self, total: int | None, initial: int = 0) -> None:
         """Do nothing."""
 
     def file_progress(self, delta_bytes: int) -> None:
         """Do nothing."""
 
-    def files_done(self, count: int = 1, failed: int = 0) -> None:
-        """Do nothing."""
-
-    def file_done(self, ok: bool) -> None:
+    def item_done(self, ok: bool, child: Any = None, moved: int = 0) -> None:
         """Do nothing."""
 
     def child(self) -> NullSink:
@@ -1047,7 +1476,7 @@ class NullAggregate:
 
 
 def make_aggregate(
-    progress: bool | Callable[[int, int | None], object] | None,
+    progress: bool | Callable[[int, int | None], object] | AggregateSink | NullAggregate | None,
     count: int | None,
     stream: TextIO | None = None,
 ) -> AggregateSink | NullAggregate:
@@ -1055,11 +1484,14 @@ def make_aggregate(
 
     Parameters
     ----------
-    progress : bool, None or callable
+    progress : bool, None, callable or aggregate
         ``False``/``None``: :class:`NullAggregate`. A callable: a silent
         :class:`AggregateSink` calling ``progress(files_finished, count)``
         as items finish. ``True``: an :class:`AggregateSink` printing to
-        ``stream`` (live on a terminal, a summary line elsewhere).
+        ``stream`` (live on a terminal, progress lines elsewhere, then a
+        summary line). An :class:`AggregateSink` or :class:`NullAggregate`
+        is used as it is, its count set (the command line's, which reads
+        its tally afterwards).
     count : int or None
         Items in the batch.
     stream : file-like, optional
@@ -1073,10 +1505,13 @@ def make_aggregate(
     --------
     >>> calls = []
     >>> agg = make_aggregate(lambda done, total: calls.append((done, total)), 3)
-    >>> agg.files_done(2, failed=1); agg.file_done(True); agg.close()
+    >>> agg.item_done(False); agg.item_done(True); agg.close()
     >>> calls
-    [(2, 3), (3, 3)]
+    [(1, 3), (2, 3)]
     """
+    if isinstance(progress, (AggregateSink, NullAggregate)):
+        progress.begin(count if count is not None else 0)
+        return progress  # the command line's own, which it reads afterwards
     if callable(progress):
         return AggregateSink(count, stream, callback=progress)
     if not progress:

@@ -88,14 +88,17 @@ def test_batch_request_builder_takes_http_downloads_parameters() -> None:
     """download_many's short path builds requests with http_download's own defaults.
 
     _http_request repeats http_download's signature (the public one must be
-    spelled out for pyvo's users and the docs); this keeps the two equal.
+    spelled out for pyvo's users and the docs); this keeps the two equal. Its
+    one extra, last, ``name_folder``, is where download_many names a file.
     """
     import inspect
 
     from pyvo_dl import _api
 
     public = inspect.signature(_api.http_download).parameters
-    builder = inspect.signature(_api._http_request).parameters
+    builder = dict(inspect.signature(_api._http_request).parameters)
+    extra = builder.pop("name_folder")
+    assert (extra.kind, extra.default) == (inspect.Parameter.KEYWORD_ONLY, None)
     assert [(p.name, p.kind, p.default) for p in builder.values()] == [
         (p.name, p.kind, p.default) for p in public.values()
     ]

@@ -22,13 +22,14 @@ import time
 import pytest
 
 import pyvo_dl
-from pyvo_dl import _cli
-from pyvo_dl._cli import format_summary, main, parse_list_line, parse_shard
+from pyvo_dl import _api, _cli
+from pyvo_dl._cli import format_failure, main, parse_list_line, parse_shard
 from servers import s3_client_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from servers import FaultServer
 
@@ -37,7 +38,10 @@ DATA = bytes(range(256)) * 40  # 10 KiB, every offset distinguishable
 PATH = "/data/image.fits"
 BUCKET = "cli-bucket"
 SUMMARY = re.compile(
-    r"^pyvo-dl: (\d+) files?, (\S+ \S+) in \S+( s)? \(\S+ \S+/s\), (\d+) failed$", re.M
+    r"^pyvo-dl: (?P<downloaded>\d+) downloaded, (?P<resumed>\d+) resumed, "
+    r"(?P<present>\d+) already present, (?P<failed>\d+) failed; "
+    r"(?:nothing transferred \(\S+( s)?\)|(?P<size>\S+ \S+) in \S+( s)? \(\S+ \S+/s\))$",
+    re.M,
 )
 
 
@@ -45,12 +49,33 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def summary(stderr: str) -> tuple[int, str, int]:
-    """``(files, size text, failed)`` from the summary line, which must be the last line."""
-    match = SUMMARY.search(stderr)
-    assert match, f"no summary line in {stderr!r}"
+def counts(stderr: str) -> dict[str, Any]:
+    """The summary line's numbers; it must be the last line, and the only one."""
+    matches = list(SUMMARY.finditer(stderr))
+    assert len(matches) == 1, f"not one summary line in {stderr!r}"
+    match = matches[0]
     assert stderr.endswith(match.group(0) + "\n"), "the summary is not the last line"
-    return int(match.group(1)), match.group(2), int(match.group(4))
+    names = ("downloaded", "resumed", "present", "failed")
+    found: dict[str, Any] = {name: int(match.group(name)) for name in names}
+    found["size"] = match.group("size") or "0 B"
+    return found
+
+
+def failure_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("pyvo-dl: failed: ")]
+
+
+def assert_names_once(line: str, source: str) -> None:
+    """A failure line names its source exactly once (issue 16.8)."""
+    assert line.startswith("pyvo-dl: failed: "), line
+    assert line.count(source) == 1, line
+
+
+def summary(stderr: str) -> tuple[int, str, int]:
+    """``(files in place, bytes transferred, failed)`` from the one summary line."""
+    found = counts(stderr)
+    in_place = found["downloaded"] + found["resumed"] + found["present"]
+    return in_place, found["size"], found["failed"]
 
 
 def add_files(server: FaultServer, count: int, prefix: str = "/data/f") -> list[str]:
@@ -114,16 +139,23 @@ def test_parse_shard_refuses(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("source", "message", "expected"),
     [
-        ((3, 3 * 1024**2, 1.5, 0), "3 files, 3.00 MiB in 1.5 s (2.00 MiB/s), 0 failed"),
-        ((1, 10, 0.0, 2), "1 file, 10 B in 0.0 s (-- B/s), 2 failed"),
-        ((0, 0, 0.25, 0), "0 files, 0 B in 0.2 s (0 B/s), 0 failed"),
-        ((2, 5 * 1024**3, 125.0, 1), "2 files, 5.00 GiB in 02:05 (41.0 MiB/s), 1 failed"),
+        (
+            "https://h/a.fits",
+            "HTTP 404 (not found) for https://h/a.fits",
+            "failed: HTTP 404 (not found) for https://h/a.fits",
+        ),
+        ("https://h/a.fits", "no space\nleft", "failed: https://h/a.fits: no space left"),
+        (
+            "s3://b/k.fits",
+            "NoSuchKey: s3://b/k.fits does not exist",
+            "failed: NoSuchKey: s3://b/k.fits does not exist",
+        ),
     ],
 )
-def test_format_summary(args: tuple[int, int, float, int], expected: str) -> None:
-    assert format_summary(*args) == expected
+def test_format_failure_names_the_source_once(source: str, message: str, expected: str) -> None:
+    assert format_failure(source, OSError(message)) == expected
 
 
 # ------------------------------------------------------- help and version ---
@@ -299,8 +331,11 @@ def test_checksum_bad_is_a_failure(
     url = http_server.add_file(PATH, DATA)
     assert main(["--checksum", sha256(b"other bytes"), url]) == 1
     err = capsys.readouterr().err
-    assert re.search(rf"^pyvo-dl: failed: {re.escape(url)}: .*sha256", err, re.M)
-    assert summary(err) == (0, "0 B", 1)
+    (line,) = failure_lines(err)
+    assert_names_once(line, url)
+    assert "sha256 mismatch" in line
+    # The bytes did move: the summary says so, and that nothing is in place.
+    assert summary(err) == (0, "10.0 KiB", 1)
     assert not (in_tmp / "image.fits").exists()
 
 
@@ -325,8 +360,8 @@ def test_one_failure_exits_1(
     source = source.format(base=http_server.base_url)
     assert main([source]) == 1
     err = capsys.readouterr().err
-    line = next(x for x in err.splitlines() if x.startswith("pyvo-dl: failed: "))
-    assert line.startswith(f"pyvo-dl: failed: {source}: ")
+    (line,) = failure_lines(err)
+    assert_names_once(line, source)
     assert reason in line
     assert summary(err) == (0, "0 B", 1)
     assert "Traceback" not in err
@@ -358,9 +393,9 @@ def test_failures_are_named_and_the_others_succeed(
     err = capsys.readouterr().err
     failed = [x for x in err.splitlines() if x.startswith("pyvo-dl: failed: ")]
     assert len(failed) == 2
-    assert failed[0].startswith(f"pyvo-dl: failed: {missing}: ")
+    assert_names_once(failed[0], missing)
     assert "not found" in failed[0]
-    assert failed[1].startswith(f"pyvo-dl: failed: {refused}: ")
+    assert_names_once(failed[1], refused)
     assert "403" in failed[1]
     assert summary(err) == (2, "20.0 KiB", 2)
     assert sorted(os.listdir(in_tmp)) == ["f00.fits", "f01.fits"]
@@ -522,7 +557,8 @@ def test_timeout_and_retries(
     assert main(["--timeout", "0.3", "--retries", "1", url]) == 1
     assert time.monotonic() - started < 4.0
     err = capsys.readouterr().err
-    assert f"pyvo-dl: failed: {url}: " in err
+    (line,) = failure_lines(err)
+    assert_names_once(line, url)
     assert len(http_server.requests_for(PATH, "GET")) == 2  # the first try and one retry
 
 
@@ -565,7 +601,10 @@ def test_s3_uri_with_endpoint_url(
     assert main(args) == 0
     assert (in_tmp / "s3" / "img.fits").read_bytes() == DATA
     out, err = capsys.readouterr()
-    assert out == "Downloading obs 3052/primary/img.fits to img.fits ... [Done]\n"
+    assert (
+        out
+        == f"Downloading obs 3052/primary/img.fits to {os.path.join('s3', 'img.fits')} ... [Done]\n"
+    )
     assert summary(err) == (1, "10.0 KiB", 0)
 
 
@@ -591,7 +630,9 @@ def test_s3_missing_key_is_named(
     uri = f"s3://{BUCKET}/not-here.fits"
     assert main(["--endpoint-url", s3_endpoint, uri]) == 1
     err = capsys.readouterr().err
-    assert re.search(rf"^pyvo-dl: failed: {re.escape(uri)}: .*NoSuchKey", err, re.M)
+    (line,) = failure_lines(err)
+    assert_names_once(line, uri)
+    assert "NoSuchKey" in line
 
 
 @pytest.mark.parametrize("profile", [True, False])
@@ -617,7 +658,8 @@ def test_profile_signs_requests(
         assert (in_tmp / "private.fits").read_bytes() == DATA
     else:
         assert status == 1
-        assert f"pyvo-dl: failed: {uri}: " in err
+        (line,) = failure_lines(err)
+        assert_names_once(line, uri)
         assert "AccessDenied" in err
 
 
@@ -654,6 +696,144 @@ def test_recursive(
     assert summary(capsys.readouterr().err)[::2] == (3, 0)
 
 
+# ------------------------------------- one batch, one summary that tells the truth ---
+
+
+def test_a_resume_counts_only_the_bytes_this_run_moved(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """50 000 of 102 400 bytes were on disk: the summary says resumed, 51.2 KiB (issue 16.6)."""
+    url = _interrupted_part(http_server, in_tmp)
+    capsys.readouterr()
+    assert main([url]) == 0
+    out, err = capsys.readouterr()
+    assert counts(err) == {
+        "downloaded": 0, "resumed": 1, "present": 0, "failed": 0, "size": "51.2 KiB",
+    }  # fmt: skip
+    assert out == f"Downloading {url} to image.fits ... [Done]\n"
+
+
+def test_a_file_already_in_place_is_not_counted_as_transferred(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = http_server.add_file(PATH, DATA)
+    assert main([url]) == 0
+    capsys.readouterr()
+    assert main([url]) == 0
+    out, err = capsys.readouterr()
+    assert counts(err) == {"downloaded": 0, "resumed": 0, "present": 1, "failed": 0, "size": "0 B"}
+    assert "nothing transferred" in err
+    assert out == ""  # nothing was downloaded, so no "Downloading ... [Done]"
+
+
+def test_a_mixed_list_is_one_batch_with_one_summary(
+    http_server: FaultServer,
+    s3_endpoint: str,
+    in_tmp: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP and S3 items share one pool, one display and one summary (issue 16.7)."""
+    _bucket(s3_endpoint, {"obs/x.fits": DATA + b"x", "obs/y.fits": DATA + b"y"})
+    urls = add_files(http_server, 2)
+    batches: list[int] = []
+    real = _api.run_batch
+
+    def counting(items: list[Any], *args: Any, **kwargs: Any) -> Any:
+        batches.append(len(items))
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(_api, "run_batch", counting)
+    sources = [urls[0], f"s3://{BUCKET}/obs/x.fits", urls[1], f"s3://{BUCKET}/obs/y.fits"]
+    assert main(["--endpoint-url", s3_endpoint, "-j", "3", "-d", "out", *sources]) == 0
+    assert batches == [4]
+    assert files_under(in_tmp / "out") == ["f00.fits", "f01.fits", "x.fits", "y.fits"]
+    out, err = capsys.readouterr()
+    assert out == ""  # not a terminal, and short: no progress line, no second summary
+    assert counts(err) == {
+        "downloaded": 4, "resumed": 0, "present": 0, "failed": 0, "size": "40.0 KiB",
+    }  # fmt: skip
+
+
+def test_shards_of_a_recursive_prefix_cover_it_exactly_once(
+    s3_endpoint: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shard is taken after the prefix is listed (issue 13.7)."""
+    keys = [f"run/{name}.fits" for name in "abcdefg"]
+    _bucket(s3_endpoint, {key: DATA + key.encode() for key in keys})
+    taken: dict[int, list[str]] = {}
+    for shard in (1, 2, 3):
+        args = ["--recursive", "--endpoint-url", s3_endpoint, "-d", f"out{shard}"]
+        assert main([*args, "--shard", f"{shard}/3", f"s3://{BUCKET}/run/"]) == 0
+        taken[shard] = files_under(in_tmp / f"out{shard}")
+        assert summary(capsys.readouterr().err)[0] == len(taken[shard])
+    names = [key[len("run/") :] for key in keys]
+    assert taken == {1: names[0::3], 2: names[1::3], 3: names[2::3]}
+
+
+def _run_on_a_terminal(args: list[str], cwd: Path, columns: int) -> str:
+    """``python -m pyvo_dl ARGS`` with stdout and stderr on a real pty ``columns`` wide."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in _child_env().items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pyvo_dl", *args], cwd=str(cwd), env=env,
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert child.wait(timeout=60) == 0
+    finally:
+        os.close(master)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
+def test_at_60_columns_the_bar_stays_and_no_number_is_wrapped(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """On a real 60-column terminal (issue 16.11)."""
+    path = "/FTP/chandra/data/byobsid/2/3052/primary/acisf03052N004_evt2.fits"
+    url = http_server.add_file(path, DATA * 200)
+    http_server.set_fault(path, trickle=(64 * 1024, 0.05))
+    text = _run_on_a_terminal([url], tmp_path, 60)
+    *redraws, final = text.split("\r")
+    bars = [piece for piece in redraws if "%" in piece]
+    assert bars, text
+    for piece in bars:
+        assert len(piece) <= 59, piece
+        inner = piece[piece.index(" [") + 2 : piece.index("] ")]
+        assert len(inner) >= 8, piece
+        assert "ETA" in piece, piece
+    lines = final.rstrip("\n").split("\n")
+    summary_line = lines.pop()
+    assert summary_line.startswith("pyvo-dl: 1 downloaded, 0 resumed, 0 already present, 0 failed;")
+    for line in lines:
+        url_at = line.find(url)
+        for cut in range(60, len(line), 60):  # where the terminal wraps this line
+            assert url_at >= 0, (cut, lines)
+            assert url_at < cut < url_at + len(url), (cut, lines)
+    assert " ".join(lines).startswith(f"Downloading {url} to acisf03052N004_evt2.fits ... [Done]")
+
+
 def test_recursive_failure_names_the_prefix(
     s3_endpoint: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -686,8 +866,8 @@ def test_recursive_refuses_one_file_options(
 @pytest.mark.parametrize(
     ("args", "status", "stderr"),
     [
-        (["{url}"], 0, "pyvo-dl: 1 file, 10.0 KiB in "),
-        (["-q", "{url}", "{missing}"], 1, "pyvo-dl: failed: {missing}: "),
+        (["{url}"], 0, "pyvo-dl: 1 downloaded, 0 resumed, 0 already present, 0 failed; 10.0 KiB"),
+        (["-q", "{url}", "{missing}"], 1, "pyvo-dl: failed: HTTP 404 (not found) for {missing}"),
         ([], 2, "pyvo-dl: error: no source given"),
         (["--shard", "4/3", "{url}"], 2, "pyvo-dl: error: argument --shard"),
         (["--version"], 0, ""),
@@ -715,7 +895,8 @@ def test_console_script_wrapper(http_server: FaultServer, tmp_path: Path) -> Non
         check=False,
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.startswith(f"pyvo-dl: failed: {url}: ")
+    assert result.stderr.startswith("pyvo-dl: failed: ")
+    assert_names_once(result.stderr.splitlines()[0], url)
 
 
 def test_list_from_stdin(http_server: FaultServer, tmp_path: Path) -> None:
@@ -724,8 +905,11 @@ def test_list_from_stdin(http_server: FaultServer, tmp_path: Path) -> None:
     result = run_cli(["-i", "-", "-d", "got"], tmp_path, input=listing)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / "got")) == ["f00.fits", "f01.fits", "f02.fits"]
-    assert "Downloaded 3 of 3 files" in result.stdout
-    assert summary(result.stderr)[0] == 3
+    # Not a terminal and short: no progress line, and the one summary on stderr.
+    assert result.stdout == ""
+    assert counts(result.stderr) == {
+        "downloaded": 3, "resumed": 0, "present": 0, "failed": 0, "size": "30.0 KiB",
+    }  # fmt: skip
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import re
 import sys
 import threading
@@ -258,22 +259,29 @@ def test_format_bar_line_cuts_the_label_in_the_middle() -> None:
     assert "ETA 00:05" in line
 
 
-def test_format_bar_line_drops_details_when_very_narrow() -> None:
+def test_format_bar_line_drops_details_before_the_bar() -> None:
+    """The total goes, then the rate, then the ETA: the bar stays (issue 16.11)."""
     lines = {}
     for width in (120, 62, 50, 40, 30, 10, 6):
         lines[width] = format_bar_line(KEY, 5_000_000, 12_000_000, 1.5e6, 4.7, width=width)
-    assert "ETA" in lines[120]
-    assert "[" in lines[120]
-    assert "[" not in lines[62]
-    assert "ETA 00:05" in lines[62]
-    assert "ETA" not in lines[50]
-    assert "1.43 MiB/s" in lines[50]
-    assert "MiB/s" not in lines[40]
-    assert "4.77 MiB/11.4 MiB" in lines[40]
-    assert lines[30].endswith(".jpg  41%")
-    assert "MiB" not in lines[30]
+    assert "4.77 MiB/11.4 MiB 1.43 MiB/s ETA 00:05" in lines[120]
+    assert lines[62].endswith("] 41% 4.77 MiB 1.43 MiB/s ETA 00:05".replace("] ", "]  "))
+    assert lines[50].endswith("]  41% 4.77 MiB ETA 00:05")
+    assert lines[40].endswith("]  41% ETA 00:05")
+    assert lines[30].endswith("]  41%")
+    for width in (62, 50, 40, 30):
+        assert _bar_inner(lines[width]) == _progress._MIN_BAR, width
     assert lines[10] == "c...g  41%"
     assert lines[6] == " 41%  "
+
+
+@pytest.mark.parametrize("width", range(30, 121))
+def test_format_bar_line_keeps_a_usable_bar_from_30_columns(width: int) -> None:
+    line = format_bar_line(KEY, 5_000_000, 12_000_000, 1.5e6, 4.7, width=width)
+    assert len(line) == width
+    inner = _bar_inner(line)
+    assert inner is not None
+    assert inner >= _progress._MIN_BAR >= 8
 
 
 @pytest.mark.parametrize("width", [80, 40, 20])
@@ -293,9 +301,14 @@ def test_format_bar_line_escapes_control_characters() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((1, 4, 0, 2048, None, 50), "1/4 files [####              ] 2.00 KiB     -- B/s"),
-        ((0, None, 0, 0, None, 20), "0 files      0 B    "),
-        ((3, None, 1, 1024, 1024.0, 40), "3 files 1 failed 1.00 KiB 1.00 KiB/s".ljust(40)),
+        ((1, 4, 0, 2048, None, None, 50), "1/4 files [##      ] 2.00 KiB     -- B/s ETA --:--"),
+        ((1, 4, 0, 2048, None, None, 40), "1/4 files [##      ] 2.00 KiB     -- B/s"),
+        (
+            (1, 4, 0, 2048, 1024.0, 6.0, 60),
+            "1/4 files [####              ] 2.00 KiB 1.00 KiB/s ETA 00:06",
+        ),
+        ((0, None, 0, 0, None, None, 20), "0 files      0 B    "),
+        ((3, None, 1, 1024, 1024.0, None, 40), "3 files 1 failed 1.00 KiB 1.00 KiB/s".ljust(40)),
     ],
 )
 def test_format_aggregate_line(args: tuple, expected: str) -> None:
@@ -437,6 +450,66 @@ def test_line_sink_escapes_control_characters() -> None:
     assert out.getvalue() == "Downloading evil\\r\\x1b[2Jkey to f ... [Done]\n"
 
 
+@pytest.mark.parametrize(
+    ("seconds_per_percent", "expected_lines"),
+    [
+        # Fast (100 s in all): 10 % every 10 s, so the 30 s rule is the rarer.
+        (1.0, 3),
+        # Slow (1000 s in all): 30 s every 3 %, so the 10 % rule is the rarer.
+        (10.0, 9),
+    ],
+)
+def test_line_sink_prints_progress_every_10_percent_or_30_s_whichever_is_rarer(
+    seconds_per_percent: float, expected_lines: int
+) -> None:
+    """In a log (here a real pipe): a few progress lines, never one per buffer (issue 16.11)."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "w") as writer, os.fdopen(read_fd) as reader:
+        clock = FakeClock(step=0.0)
+        sink = LineSink("http://h/big.fits", "big.fits", writer, clock=clock)
+        sink.start(100 * MiB)
+        for percent in range(1, 101):
+            clock.now += seconds_per_percent
+            for part in range(1, 11):  # ten buffers per percent
+                sink.update((percent - 1) * MiB + part * MiB // 10)
+        sink.finish(True)
+        writer.close()
+        lines = reader.read().splitlines()
+    assert lines[0] == "Downloading http://h/big.fits to big.fits ..."
+    assert lines[-1] == "Downloading http://h/big.fits to big.fits ... [Done]"
+    progress = lines[1:-1]
+    assert len(progress) == expected_lines, progress
+    for line in progress:
+        assert re.fullmatch(r"  big\.fits +\d+% \S+ \S+ of 100 MiB, \S+ \S+/s, ETA \S+", line), line
+    # At most about one clock read per 1 % of the file, not one per buffer (1000).
+    assert clock.calls <= 2 + 100 + expected_lines
+
+
+def test_line_sink_of_a_short_download_stays_one_line() -> None:
+    out = io.StringIO()
+    clock = FakeClock(step=0.0)
+    sink = LineSink("k", "f", out, clock=clock)
+    sink.start(1000)
+    for done in range(0, 1001, 10):
+        clock.now += 0.2  # 20 s in all: never 30 s since the start
+        sink.update(done)
+    sink.finish(True)
+    assert out.getvalue() == "Downloading k to f ... [Done]\n"
+
+
+def test_line_sink_without_a_size_prints_every_30_s() -> None:
+    out = io.StringIO()
+    clock = FakeClock(step=0.0)
+    sink = LineSink("k", "f.fits", out, clock=clock)
+    sink.start(None)
+    for second in range(1, 101):
+        clock.now += 1.0
+        sink.update(second * 1000)
+    sink.finish(True)
+    lines = out.getvalue().splitlines()
+    assert lines[1:-1] == [f"  f.fits {size} KiB, 0.98 KiB/s" for size in ("29.3", "58.6", "87.9")]
+
+
 # --------------------------------------------------------------------------
 # BarSink
 
@@ -452,12 +525,12 @@ def test_bar_sink_redraws_in_place_and_ends_with_a_summary() -> None:
     text = out.getvalue()
     assert text.startswith("\r")
     assert text.endswith("\n")
-    assert text.count("\n") == 1
+    assert "\n" not in text.rsplit("\r", 1)[0]  # the redraws stay on one line
     pieces = redraws(text)
     assert len(pieces) > 5
     for piece in pieces:
         assert len(piece) <= 59
-    final = text.split("\r")[-1]
+    final = text.split("\r")[-1].replace("\n", " ", text.count("\n") - 1)
     assert re.fullmatch(re.escape(SEED_LINE) + r" \(1\.00 MiB in 1\.0 s, \d+ KiB/s\)\n", final)
     assert "%" in pieces[-2]
     assert "ETA" in pieces[-2]
@@ -538,7 +611,48 @@ def test_bar_sink_summary_counts_only_transferred_bytes() -> None:
     clock.now += 2.0
     sink.update(1000)
     sink.finish(True)
-    assert out.getvalue().endswith("Downloading k to f ... [Done] (0.98 KiB in 4.0 s, 100 B/s)\n")
+    # 1000 bytes in place, 400 of them transferred by this run.
+    assert out.getvalue().endswith(
+        "Downloading k to f ... [Done] (0.98 KiB, resumed: 400 B in 4.0 s, 100 B/s)\n"
+    )
+
+
+def test_bar_sink_after_a_fresh_start_names_size_time_and_rate() -> None:
+    out = FakeTTY()
+    clock = FakeClock(step=0.0)
+    sink = BarSink("k", "f", out, width_fn=lambda: 80, clock=clock)
+    sink.start(1000)
+    clock.now += 4.0
+    sink.update(1000)
+    sink.finish(True)
+    assert out.getvalue().endswith("Downloading k to f ... [Done] (0.98 KiB in 4.0 s, 250 B/s)\n")
+
+
+LONG_URL = "http://127.0.0.1:35321/FTP/chandra/data/byobsid/2/3052/primary/acisf03052N004_evt2.fits"
+
+
+@pytest.mark.parametrize("columns", [40, 60, 61, 80, 100])
+def test_bar_sink_final_line_never_wraps_inside_a_number(columns: int) -> None:
+    """A terminal of ``columns`` wraps only inside the long URL, never a number (issue 16.11)."""
+    out = FakeTTY()
+    clock = FakeClock(step=0.0)
+    sink = BarSink(LONG_URL, "acisf03052N004_evt2.fits", out, width_fn=lambda: columns, clock=clock)
+    sink.start(60 * MiB, 10 * MiB)
+    clock.now += 12.0
+    sink.update(60 * MiB)
+    sink.finish(True)
+    final = out.getvalue().rsplit("\r", 1)[-1]
+    lines = final.rstrip("\n").split("\n")
+    for line in lines:
+        # Where the terminal itself cuts this line: only inside the URL.
+        url_at = line.find(LONG_URL)
+        for cut in range(columns, len(line), columns):
+            assert url_at >= 0, (columns, lines)
+            assert url_at < cut < url_at + len(LONG_URL), (columns, cut, lines)
+    assert " ".join(lines) == (
+        f"Downloading {LONG_URL} to acisf03052N004_evt2.fits ... "
+        "[Done] (60.0 MiB, resumed: 50.0 MiB in 12.0 s, 4.17 MiB/s)"
+    )
 
 
 def test_bar_sink_failure_line() -> None:
@@ -668,38 +782,71 @@ def test_aggregate_sink_counts_across_threads() -> None:
             child.update(done)
         ok = index % 4 != 0
         child.finish(ok)
-        agg.file_done(ok)
+        agg.item_done(ok, child)
 
     threads = [threading.Thread(target=one_file, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert (agg.files_started, agg.files_ok, agg.files_failed) == (16, 12, 4)
+    assert (agg.files_started, agg.files_downloaded, agg.files_failed) == (16, 12, 4)
     assert agg.bytes_done == 16 * 10_000
     assert agg.bytes_expected == 16 * 10_000
-    # Not a terminal: nothing until the summary.
+    # Not a terminal, and no time passed: nothing until the summary.
     assert out.getvalue() == ""
     agg.close()
     agg.close()
-    assert out.getvalue() == "Downloaded 12 of 16 files (4 failed), 156 KiB\n"
+    assert out.getvalue() == (
+        "12 downloaded, 0 resumed, 0 already present, 4 failed; 156 KiB in 0.0 s (-- B/s)\n"
+    )
 
 
-def test_aggregate_files_are_counted_by_the_caller_only() -> None:
-    # A cached file never starts a transfer, and a child's finish does not
-    # count: each item is counted once, by files_done/file_done.
-    agg = AggregateSink(5, io.StringIO(), clock=FakeClock())
-    agg.files_done(2, failed=2)  # items refused before any request
-    agg.files_done(0)
-    child = agg.child()
-    child.start(10)
-    child.update(10)
-    child.finish(True)
-    assert (agg.files_ok, agg.files_failed) == (0, 2)
-    agg.file_done(True)
-    agg.file_done(True)  # a cached file: no child ever started
-    agg.file_done(False)
-    assert (agg.files_started, agg.files_ok, agg.files_failed) == (1, 2, 3)
+def test_aggregate_tells_downloaded_resumed_present_and_failed_apart() -> None:
+    """What the summary says is what moved (issue 16.6)."""
+    clock = FakeClock(step=0.0)
+    out = io.StringIO()
+    agg = AggregateSink(6, out, clock=clock)
+    agg.item_done(False)  # refused before any request
+    fresh = agg.child()
+    fresh.start(1000)
+    fresh.update(1000)
+    agg.item_done(True, fresh)
+    resumed = agg.child()
+    resumed.start(1000, 600)  # a .part of 600 bytes from an earlier run
+    resumed.update(1000)
+    agg.item_done(True, resumed)
+    cached = agg.child()  # a cache hit never starts a transfer
+    agg.item_done(True, cached)
+    retried = agg.child()
+    retried.start(1000)
+    retried.update(300)
+    retried.start(1000, 300)  # a retry in this run continues: not a resume
+    retried.update(1000)
+    agg.item_done(True, retried)
+    broken = agg.child()
+    broken.start(1000)
+    broken.update(200)
+    agg.item_done(False, broken)
+    assert (agg.files_downloaded, agg.files_resumed, agg.files_present, agg.files_failed) == (
+        2, 1, 1, 2,
+    )  # fmt: skip
+    assert agg.bytes_done == 1000 + 400 + 1000 + 200
+    clock.now += 2.0
+    agg.close()
+    assert out.getvalue() == (
+        "2 downloaded, 1 resumed, 1 already present, 2 failed; 2.54 KiB in 2.0 s (1.27 KiB/s)\n"
+    )
+
+
+def test_aggregate_counts_what_an_executor_worker_sends_back() -> None:
+    agg = AggregateSink(2, io.StringIO(), clock=FakeClock())
+    tally = _progress.ItemTally()
+    tally.start(100, 40)
+    tally.update(100)
+    copy = pickle.loads(pickle.dumps(tally))
+    agg.item_done(True, copy, copy.moved)
+    agg.item_done(True, pickle.loads(pickle.dumps(_progress.ItemTally())), 0)
+    assert (agg.files_resumed, agg.files_present, agg.bytes_done) == (1, 1, 60)
 
 
 def test_aggregate_sink_summary_with_rate() -> None:
@@ -710,10 +857,63 @@ def test_aggregate_sink_summary_with_rate() -> None:
     child.start(None)
     child.update(2 * MiB)
     child.finish(True)
-    agg.file_done(True)
+    agg.item_done(True, child)
     clock.now += 2.0
     agg.close()
-    assert out.getvalue() == "Downloaded 1 of 1 files, 2.00 MiB in 2.0 s (1.00 MiB/s)\n"
+    assert out.getvalue() == (
+        "1 downloaded, 0 resumed, 0 already present, 0 failed; 2.00 MiB in 2.0 s (1.00 MiB/s)\n"
+    )
+
+
+def test_aggregate_sink_without_its_summary_prints_nothing_at_close() -> None:
+    out = io.StringIO()
+    agg = AggregateSink(2, out, clock=FakeClock(), summary=False)
+    agg.item_done(True)
+    agg.close()
+    assert out.getvalue() == ""
+    assert agg.summary().startswith("0 downloaded, 0 resumed, 1 already present, 0 failed;")
+
+
+def test_aggregate_outside_a_terminal_prints_a_line_every_10_percent_or_30_s() -> None:
+    """The rarer of the two, never one per buffer (issue 16.11)."""
+    out = io.StringIO()
+    clock = FakeClock(step=0.0)
+    agg = AggregateSink(100, out, clock=clock)
+    for _ in range(100):  # 100 files, 5 s each: 10 % every 50 s, 30 s every 6 files
+        clock.now += 5.0
+        child = agg.child()
+        child.start(MiB)
+        for done in range(0, MiB + 1, 64 * 1024):
+            child.update(done)
+        agg.item_done(True, child)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 9  # at 10 %, 20 %, ... 90 %: 50 s apart, more than 30 s
+    assert lines[0].startswith("10/100 files, 10.0 MiB, 205 KiB/s, ETA ")
+    agg.close()
+    assert out.getvalue().splitlines()[-1].startswith("100 downloaded,")
+
+
+def test_aggregate_outside_a_terminal_is_quiet_for_a_short_batch() -> None:
+    out = io.StringIO()
+    clock = FakeClock(step=0.0)
+    agg = AggregateSink(10, out, clock=clock)
+    for _ in range(10):
+        clock.now += 2.0  # 20 s in all: never 30 s since the start
+        agg.item_done(True)
+    assert out.getvalue() == ""
+
+
+def test_aggregate_eta_from_known_sizes_and_the_mean_for_the_rest() -> None:
+    agg = AggregateSink(4, io.StringIO(), clock=FakeClock())
+    first = agg.child()
+    first.start(1000)
+    first.update(1000)
+    agg.item_done(True, first)
+    second = agg.child()
+    second.start(3000)
+    second.update(1000)
+    # Left: 2000 of the second, and two files of the mean size (2000) each.
+    assert agg._eta(1000.0) == pytest.approx(6.0)
 
 
 @pytest.mark.parametrize(
@@ -739,7 +939,8 @@ def test_aggregate_child_turns_absolute_counts_into_deltas(
             child.update(step[1])
     child.finish(True)
     assert agg.bytes_done == expected_bytes
-    assert (agg.files_started, agg.bytes_expected) == (1, 100)
+    first_initial = steps[0][2]
+    assert (agg.files_started, agg.bytes_expected) == (1, 100 - first_initial)
 
 
 def test_aggregate_sink_live_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -753,7 +954,7 @@ def test_aggregate_sink_live_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> N
         for done in range(0, 1001, 10):
             child.update(done)
         child.finish(True)
-        agg.file_done(True)
+        agg.item_done(True, child)
     agg.close()
     text = out.getvalue()
     pieces = redraws(text)
@@ -761,7 +962,11 @@ def test_aggregate_sink_live_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> N
     assert all(len(piece) <= 49 for piece in pieces)
     assert any(piece.startswith("3/4 files [") for piece in pieces)
     summary = text.split("\r")[-1]
-    assert re.fullmatch(r"Downloaded 4 of 4 files, 3\.91 KiB in [\d.]+ s \(\d+ B/s\)\n", summary)
+    assert re.fullmatch(
+        r"4 downloaded, 0 resumed, 0 already present, 0 failed; 3\.91 KiB in [\d.]+ s "
+        r"\(\d+ B/s\)\n",
+        summary,
+    )
     # Numbers of changing length do not move the bar.
     assert len({piece.index("]") for piece in pieces if "]" in piece}) == 1
 
@@ -772,20 +977,24 @@ def test_aggregate_sink_tty_can_be_forced_off() -> None:
     child = agg.child()
     child.start(10)
     child.update(10)
-    agg.file_done(True)
+    agg.item_done(True, child)
     assert out.getvalue() == ""
     agg.close()
-    assert out.getvalue() == "Downloaded 1 of 1 files, 10 B in 0.5 s (20 B/s)\n"
+    assert out.getvalue() == (
+        "1 downloaded, 0 resumed, 0 already present, 0 failed; 10 B in 0.5 s (20 B/s)\n"
+    )
 
 
 def test_aggregate_sink_default_stream_is_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     agg = AggregateSink(0, clock=FakeClock())
     agg.close()
-    assert capsys.readouterr().out == "Downloaded 0 of 0 files, 0 B\n"
+    assert capsys.readouterr().out == (
+        "0 downloaded, 0 resumed, 0 already present, 0 failed; nothing transferred (0.0 s)\n"
+    )
 
 
 def test_child_of_an_aggregate_passes_through_make_sink() -> None:
-    agg = AggregateSink(1, io.StringIO(), clock=FakeClock())
+    agg = AggregateSink(2, io.StringIO(), clock=FakeClock())
     child = agg.child()
     assert make_sink(child, "k", "f") is child
     sink = NullSink()
@@ -814,10 +1023,11 @@ def test_null_aggregate_gives_null_children() -> None:
     child.start(10)
     child.update(10)
     child.finish(True)
+    agg.begin(2)
     agg.file_started(10)
     agg.file_progress(10)
-    agg.files_done(1, failed=1)
-    agg.file_done(True)
+    agg.item_done(False)
+    agg.item_done(True, child)
     agg.close()
 
 
@@ -825,12 +1035,12 @@ def test_make_aggregate_with_a_callable_reports_files_and_prints_nothing() -> No
     out = FakeTTY()
     calls: list[tuple] = []
     agg = make_aggregate(lambda done, total: calls.append((done, total)), 3, out)
-    agg.files_done(1, failed=1)
+    agg.item_done(False)
     child = agg.child()
     child.start(100)
     child.update(100)
-    agg.file_done(True)
-    agg.file_done(False)
+    agg.item_done(True, child)
+    agg.item_done(False)
     agg.close()
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert out.getvalue() == ""
@@ -839,6 +1049,29 @@ def test_make_aggregate_with_a_callable_reports_files_and_prints_nothing() -> No
 
 def test_make_aggregate_uses_stdout_at_call_time(capsys: pytest.CaptureFixture[str]) -> None:
     agg = make_aggregate(True, 1)
-    agg.file_done(True)
+    agg.item_done(True)
     agg.close()
-    assert capsys.readouterr().out.startswith("Downloaded 1 of 1 files, 0 B")
+    assert capsys.readouterr().out.startswith("0 downloaded, 0 resumed, 1 already present")
+
+
+def test_make_aggregate_takes_an_aggregate_as_it_is() -> None:
+    agg = AggregateSink(None, io.StringIO(), clock=FakeClock(), summary=False)
+    assert make_aggregate(agg, 7) is agg
+    assert agg._count == 7
+
+
+def test_a_batch_of_one_shows_that_files_own_line() -> None:
+    out = io.StringIO()
+    agg = AggregateSink(1, out, clock=FakeClock())
+    child = agg.child()
+    sink = make_sink(child, "http://h/x.fits", "x.fits")
+    assert sink is child
+    sink.start(10)
+    sink.update(10)
+    sink.finish(True)
+    agg.item_done(True, child)
+    agg.close()
+    assert out.getvalue().splitlines() == [
+        "Downloading http://h/x.fits to x.fits ... [Done]",
+        "1 downloaded, 0 resumed, 0 already present, 0 failed; 10 B in 0.0 s (-- B/s)",
+    ]
