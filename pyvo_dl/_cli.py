@@ -447,8 +447,13 @@ def _batch_items(items: Sequence[Item], args: argparse.Namespace) -> list[Any]:
 
 
 def _say(text: str) -> None:
+    line = f"{PROG}: {text}"
     try:
-        sys.stderr.write(f"{PROG}: {text}\n")
+        if _progress.is_terminal(sys.stderr):
+            # Broken at spaces, as the progress lines are: the terminal would
+            # otherwise wrap in the middle of a number. Logs get one line.
+            line = _progress.wrap_words(line, _progress.terminal_columns())
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr closed: the exit status still tells

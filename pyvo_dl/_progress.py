@@ -56,8 +56,10 @@ __all__ = [
     "format_eta",
     "format_log_line",
     "format_rate",
+    "is_terminal",
     "make_aggregate",
     "make_sink",
+    "terminal_columns",
     "wrap_words",
 ]
 
@@ -560,6 +562,16 @@ def _is_terminal(stream: Any, env: Mapping[str, str] | None = None) -> bool:
         return bool(isatty()) if isatty is not None else False
     except (OSError, ValueError):
         return False
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal that takes ``\\r`` redraws (not ``TERM=dumb``)."""
+    return _is_terminal(stream)
+
+
+def terminal_columns() -> int:
+    """The cells a line may use on this terminal: its width less one (see ``_columns``)."""
+    return _columns(None)
 
 
 def _columns(width_fn: Callable[[], Any] | None) -> int:
