@@ -452,7 +452,7 @@ def _say(text: str) -> None:
         if _progress.is_terminal(sys.stderr):
             # Broken at spaces, as the progress lines are: the terminal would
             # otherwise wrap in the middle of a number. Logs get one line.
-            line = _progress.wrap_words(line, _progress.terminal_columns())
+            line = _progress.wrap_words(line, _progress.terminal_columns(sys.stderr))
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):

@@ -497,6 +497,8 @@ def format_batch_summary(
 # Joins a number to its unit in the final line, so that wrap_words never
 # breaks "12.0 MiB" across two lines.
 _GLUE: Final = "\x00"
+#: What follows a number as its unit: never put on the next line without it.
+_UNIT_WORDS: Final = frozenset(("B", "s", *_UNITS))
 
 
 def wrap_words(text: str, width: int) -> str:
@@ -510,10 +512,22 @@ def wrap_words(text: str, width: int) -> str:
     --------
     >>> wrap_words("Downloading http://h/a.fits to a.fits ... [Done]", 30)
     'Downloading http://h/a.fits to\\na.fits ... [Done]'
+    >>> wrap_words("1 failed; 200 MiB in 40.3 s (4.96 MiB/s)", 24)
+    '1 failed; 200 MiB in\\n40.3 s (4.96 MiB/s)'
     """
+    words: list[str] = []
+    for word in text.split(" "):
+        if (
+            words
+            and words[-1][-1:].isdigit()
+            and word.rstrip(",;)").partition("/")[0] in _UNIT_WORDS
+        ):
+            words[-1] += _GLUE + word  # "36.4 s", "12.0 MiB/s," stay together
+        else:
+            words.append(word)
     out: list[str] = []
     column = 0  # where the terminal's cursor is, its own wrapping included
-    for word in text.split(" "):
+    for word in words:
         cells = _cell_width(word)
         if column and column + 1 + cells > width and cells <= width:
             out.append("\n")
@@ -569,9 +583,19 @@ def is_terminal(stream: Any) -> bool:
     return _is_terminal(stream)
 
 
-def terminal_columns() -> int:
-    """The cells a line may use on this terminal: its width less one (see ``_columns``)."""
-    return _columns(None)
+def terminal_columns(stream: Any = None) -> int:
+    """The cells a line may use on ``stream``'s terminal: its width less one (see ``_columns``).
+
+    ``stream`` (default stdout) is asked itself: stderr may be a terminal
+    while stdout is a pipe (``pyvo-dl ... | cat``).
+    """
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns if stream is not None else None
+    except (AttributeError, OSError, ValueError):
+        columns = None
+    if columns is None:
+        return _columns(None)
+    return _columns(lambda: columns)
 
 
 def _columns(width_fn: Callable[[], Any] | None) -> int:

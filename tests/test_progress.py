@@ -1075,3 +1075,19 @@ def test_a_batch_of_one_shows_that_files_own_line() -> None:
         "Downloading http://h/x.fits to x.fits ... [Done]",
         "1 downloaded, 0 resumed, 0 already present, 0 failed; 10 B in 0.0 s (-- B/s)",
     ]
+
+
+@pytest.mark.parametrize("width", range(12, 100))
+def test_wrap_words_never_parts_a_number_from_its_unit(width: int) -> None:
+    text = (
+        "pyvo-dl: 0 downloaded, 1 resumed, 0 already present, 0 failed; "
+        "180 MiB in 36.4 s (4.95 MiB/s)"
+    )
+    lines = _progress.wrap_words(text, width).split("\n")
+    assert " ".join(lines) == text
+    units = {"s", "MiB", "MiB/s"}
+    for before, after in zip(lines, lines[1:]):
+        unit = after.split(" ")[0].rstrip(",;)")
+        assert not (before[-1:].isdigit() and unit in units), (width, lines)
+    for line in lines:
+        assert len(line) <= width or " " not in line
