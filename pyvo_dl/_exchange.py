@@ -67,9 +67,15 @@ def buffer() -> memoryview:
     """
     view = getattr(_buffers, "view", None)
     if view is None:
-        view = memoryview(mmap.mmap(-1, BUFFER_SIZE))
+        view = memoryview(mmap.mmap(-1, BUFFER_SIZE, **_PRIVATE))
         _buffers.view = view
     return view
+
+
+# Private, not the default MAP_SHARED: a forked child (a process pool) keeps
+# the buffer of the thread that forked, and with shared pages the parent's
+# next download and the child's would write into each other's bytes.
+_PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
 
 
 class FetchRequest:
