@@ -123,9 +123,10 @@ def _shared_transport(ssl_context: Any) -> Transport:
             # Idle keep-alive sockets are closed at exit, not left to the GC.
             atexit.register(_close_transports)
         if len(_transports) >= _MAX_TRANSPORTS:
-            # Forget the oldest pool (dicts keep insertion order); a thread
-            # still using it keeps it alive, and its sockets close with it.
-            del _transports[next(iter(_transports))]
+            # Forget the oldest pool (dicts keep insertion order), closing its
+            # idle connections; one in use by another thread closes when done.
+            _, oldest = _transports.pop(next(iter(_transports)))
+            oldest.close()
         # Read all of them only now: scanning the environment costs more than a
         # small download, so the key above looks at the usual names only.
         proxies = _httputil.proxies_from_env(os.environ)
@@ -139,7 +140,7 @@ def _close_transports() -> None:
         transport.close()
 
 
-def _http_transport(session: Any, auth: Any, ssl_context: Any) -> tuple[Transport, Any]:
+def _http_transport(session: Any, auth: Any, ssl_context: Any, url: str) -> tuple[Transport, Any]:
     """The transport to use and the ``(user, password)`` the engine should send."""
     basic = auth if _is_user_password(auth) else None
     if session is not None and ssl_context is not None:
@@ -154,7 +155,7 @@ def _http_transport(session: Any, auth: Any, ssl_context: Any) -> tuple[Transpor
             raise ValueError(
                 f"session must be a requests.Session-like object with .request(), not {session!r}"
             )
-        return SessionTransport(session, None if basic else auth), basic
+        return SessionTransport(session, None if basic else auth, origin=url), basic
     if auth is not None and basic is None:
         raise ValueError(
             "auth must be a (user, password) pair; other auth objects need session= "
@@ -365,7 +366,7 @@ def _http_request(
     if auth is None and from_url is not None:
         auth = from_url  # user:password@ in the URL, as curl and requests take it
     seconds = _check_common(timeout, retries, connections)
-    transport, basic = _http_transport(session, auth, ssl_context)
+    transport, basic = _http_transport(session, auth, ssl_context, url)
     path = _local_path(local_filepath)
     request = _exchange.FetchRequest(
         url=url,

@@ -21,9 +21,9 @@ import warnings
 from . import _exchange, _httputil, _integrity, _parallel
 from ._errors import DownloadError, DownloadWarning
 from ._exchange import FetchRequest, report
-from ._partfile import PartFile, TargetLock, disk_error, prepare_target, write_new_file
+from ._partfile import PartFile, TargetLock, prepare_target, write_new_file
 from ._retry import RetryPolicy
-from ._transport import ConnectionFault, LocalWriteError
+from ._transport import ConnectionFault
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -164,11 +164,6 @@ def _write_whole(download: _Download, response: Response) -> bool:
     sink.finish(True)
     _exchange.log(_INFO, "downloaded %s to %s (%d bytes)", request.label, request.target, size)
     return True
-
-
-def _can_splice(response: Any) -> bool:
-    can_splice = getattr(response, "can_splice", None)  # a requests session's cannot
-    return can_splice is not None and bool(can_splice())
 
 
 def _warn_if_html(request: FetchRequest, headers: Mapping[str, str], stacklevel: int) -> None:
@@ -471,6 +466,16 @@ class _Download:
             return True
         splitting = self._splitting()
         response = self._send(splitting)
+        try:
+            return self._answer(response, splitting)
+        except BaseException:
+            # Whatever stopped this answer (Ctrl-C included) ends its connection;
+            # closing one already released or closed does nothing.
+            response.close()
+            raise
+
+    def _answer(self, response: Response, splitting: bool) -> bool:
+        """Act on the answer to this attempt's request (see :meth:`_attempt`)."""
         status = response.status
         if status == 416 and splitting:
             # An empty object has no byte 0 to range over: ask plainly.
@@ -523,12 +528,12 @@ class _Download:
     def _stream(self, response: Response, start: int) -> None:
         try:
             self._stream_body(response, start)
+            response.release()
         except BaseException:
             # Ctrl-C, a full disk, a progress callable that raised: the
             # connection is mid-body and can never be reused.
             response.close()
             raise
-        response.release()
 
     def _stream_body(self, response: Response, start: int) -> None:
         total = self.state.get("size")
@@ -549,10 +554,7 @@ class _Download:
         end = total if total is not None else -1
         f = self.part.open(start)
         try:
-            if verifier is None and end >= 0 and _can_splice(response):
-                self._splice_body(response, f, end)
-            else:
-                self._copy_body(response, f, end, verifier)
+            self._copy_body(response, f, end, verifier)
         finally:
             f.close()
 
@@ -578,24 +580,6 @@ class _Download:
             _exchange.write_all(f, chunk, self.part.path)
             if verifier is not None:
                 verifier.update(chunk)
-            done += n
-            self.offset = done
-            sink_update(done)
-            refresh(time.time())
-
-    def _splice_body(self, response: Any, f: Any, end: int) -> None:
-        """Move the body into the file inside the kernel (nothing to hash on the way)."""
-        fd = f.fileno()
-        done = self.offset
-        sink_update = self.sink.update
-        refresh = self.lock.refresh
-        while done < end:
-            try:
-                n = response.splice_into(fd, min(end - done, _exchange.BUFFER_SIZE))
-            except LocalWriteError as exc:
-                raise disk_error(exc.error, self.part.path, "write") from exc.error
-            if not n:
-                break
             done += n
             self.offset = done
             sink_update(done)

@@ -245,8 +245,7 @@ def open_url(
     url = request.url
     for _ in range(_httputil.MAX_REDIRECTS + 1):
         headers = _request_headers(request, method, url, extra)
-        on_origin = _httputil.same_origin(url, request.url)
-        response = transport.request(method, url, headers, request.timeout, on_origin)
+        response = transport.request(method, url, headers, request.timeout)
         location = response.headers.get("Location")
         if not (
             request.follow_redirects and _httputil.is_redirect_status(response.status) and location

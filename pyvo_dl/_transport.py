@@ -1,41 +1,67 @@
-"""HTTP transports: HTTP/1.1 on plain sockets, or a requests-like session.
+"""HTTP transports: the standard library's http.client, or a requests-like session.
 
-This is the one module that knows sockets and ssl: it turns every network
-fault into :class:`ConnectionFault` (retryable) or
+This is the one module that knows socket, ssl and http.client: it turns every
+network fault into :class:`ConnectionFault` (retryable) or
 :class:`~pyvo_dl.DownloadError` (not), chained with ``from``.
 
-:class:`StdlibTransport` speaks HTTP/1.1 itself, on the standard library's
-sockets: a download sends GET and HEAD with a handful of headers and reads
-one answer at a time, which takes a fraction of the code (and of the time
-per request) of ``http.client`` and its ``email`` header parser. It keeps
-idle keep-alive connections per origin and reuses them; a request sent on a
-reused connection that the server closed in the meantime (the keep-alive
-race every client meets) is sent again once on a fresh connection.
+:class:`StdlibTransport` is ``http.client.HTTPConnection`` and
+``HTTPSConnection`` with a keep-alive pool per origin, as urllib3 builds on
+them. CPython reads the answers (so a copy of pyvo_dl vendored on an HPC node
+gets the interpreter's protocol fixes); this module only adds, at the edges,
+what http.client lets through and a download cannot accept:
+
+- every interim ``1xx`` answer but ``101`` is skipped, at most
+  :data:`MAX_INTERIM_ANSWERS` of them (http.client skips ``100`` only and
+  returns ``103 Early Hints`` as the answer);
+- a status code is three ASCII digits (``int()`` also takes other scripts' digits);
+- the whole head must arrive within ``timeout`` of the request (a head
+  trickled a byte at a time, or an endless stream of ``100 Continue``, ends
+  there); after the head, ``timeout`` is the idle time allowed per read;
+- a head cut by the end of the connection is a network fault (http.client
+  takes whatever came as the whole head: an empty file, "complete");
+- framing that RFC 9112 calls an error is refused with a clear
+  :class:`~pyvo_dl.DownloadError` and not retried (a server that frames its
+  answers wrongly does so again): ``Transfer-Encoding`` with
+  ``Content-Length``, a transfer coding other than ``chunked``, lengths
+  that disagree or are not 1 to 18 ASCII digits, header lines that are not
+  fields (``Transfer-Encoding : chunked``), chunk sizes that are not plain
+  hex digits (``+5``, ``0x5``, ``1_0``);
+- a connection goes back to the pool only when its answer was read to the
+  end with no byte left over, and is taken again only if it was idle less
+  than :data:`MAX_IDLE_SECONDS` and nothing waits to be read on it (a peer
+  that closed, stray bytes); a request that fails on a reused connection
+  before any byte of the answer is sent once more on a new one (the
+  keep-alive race every client meets);
+- a forked child never uses its parent's connections.
+
 :class:`SessionTransport` adapts a ``requests.Session``-like object so that
 pyvo's authenticated sessions keep working.
 """
 
 from __future__ import annotations
 
-# _socket, not socket: the socket module builds enums and imports selectors,
-# which a plain-http download does not need (TLS and proxies import it).
-import _socket
+import email.errors
+import http.client
 import io
 import os
 import select
-import sys
+import socket
+import threading
 import time
-from _thread import _local, allocate_lock
+import weakref
 
 from . import _httputil
 from ._errors import DownloadError
 
+try:
+    import ssl
+except ImportError:  # a Python built without OpenSSL: plain http still works
+    ssl = None  # type: ignore[assignment]
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
-    import ssl
     import urllib.parse
-    from typing import Any, BinaryIO, Mapping, Optional, Tuple, Union
+    from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
     Headers = Mapping[str, str]
     PoolKey = Tuple[str, str, int, Optional[str]]
@@ -44,16 +70,32 @@ if TYPE_CHECKING:
 _MAX_FILL_SECONDS = 0.2
 #: Idle connections kept per origin; enough for the workers of download_many.
 MAX_IDLE_PER_ORIGIN = 16
+#: An idle connection older than this is closed, not reused: servers close
+#: theirs after a while (Apache after 5 s, nginx 75 s) and NAT boxes forget
+#: them silently, which would cost a whole timeout to find out.
+MAX_IDLE_SECONDS = 30.0
+#: Interim (1xx) answers skipped before the real one; more is a broken server.
+MAX_INTERIM_ANSWERS = 20
 #: Error bodies are read up to this size only (S3's XML errors are tiny).
 MAX_ERROR_BODY = 64 * 1024
-#: As http.client: more header lines, or a longer line, is a broken answer.
-_MAX_HEADERS = 100
+#: A Content-Length of more digits than this (an exabyte) is not a length.
+_MAX_LENGTH_DIGITS = 18
+#: Nor is a chunk size of more hex digits than this.
+_MAX_CHUNK_DIGITS = 16
+#: As http.client: a longer line is a broken answer.
 _MAX_LINE = 65536
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: The buffer a head is read through: it and a small body arrive in one read.
 _READ_BUFFER = 64 * 1024
 #: Origins whose routes are remembered (a crawl over many hosts starts over).
 _MAX_ROUTES = 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+#: Defects of the email parser that mean a head line was not a header field.
+_NOT_A_FIELD = (
+    email.errors.MissingHeaderBodySeparatorDefect,
+    email.errors.FirstHeaderLineIsContinuationDefect,
+    email.errors.MisplacedEnvelopeHeaderDefect,
+)
 
 
 class ConnectionFault(DownloadError):
@@ -68,362 +110,625 @@ class TimeoutFault(ConnectionFault):
     """No byte arrived (or no connection was made) within ``timeout`` seconds."""
 
 
-class ProtocolError(Exception):
-    """The server's answer is not HTTP/1.x as it must be (a transient fault)."""
+class _Refused(http.client.HTTPException):
+    """The answer breaks HTTP/1.1 framing in a way that RFC 9112 calls an error."""
 
 
-class IncompleteBody(ProtocolError):
-    """The connection ended before the body did."""
-
-    def __init__(self, received: int, expected: int | None) -> None:
-        more = "" if expected is None else f", {expected} more expected"
-        super().__init__(f"the body ended after {received} bytes of this read{more}")
-
-
-class LocalWriteError(Exception):
-    """Writing a spliced body into the file failed: the disk's fault, not the network's.
-
-    Parameters
-    ----------
-    error : OSError
-        What the write raised; the engine reports it against the file.
-    """
-
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-#: os.splice (Linux, Python 3.10+) moves a body from the socket to the file
-#: through a pipe inside the kernel, one copy fewer than through a buffer.
-_SPLICE = getattr(os, "splice", None) if sys.platform.startswith("linux") else None
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-_PIPE_SIZE = 1024 * 1024
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named only from Python 3.10 on
-_pipes = _local()
-
-
-def _pipe() -> tuple[int, int]:
-    """This thread's pipe for splicing (1 MiB where the system allows)."""
-    pipe: tuple[int, int] | None = getattr(_pipes, "pipe", None)
-    if pipe is None:
-        pipe = os.pipe()
-        try:
-            import fcntl  # Linux only, and only for large bodies
-
-            fcntl.fcntl(pipe[1], _F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass  # the default 64 KiB works, with more system calls
-        _pipes.pipe = pipe
-    return pipe
-
-
-def _drop_pipe() -> None:
-    """Close this thread's pipe (it may hold bytes of an abandoned body)."""
-    pipe = getattr(_pipes, "pipe", None)
-    _pipes.pipe = None
-    if pipe is not None:
-        os.close(pipe[0])
-        os.close(pipe[1])
-
-
-def _write_file(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError as exc:
-        raise LocalWriteError(exc) from exc
+class _CutHead(http.client.HTTPException):
+    """The connection ended in the middle of the answer's head."""
 
 
 class _StaleConnection(Exception):
-    """A reused keep-alive connection was closed by the server before answering."""
+    """A reused keep-alive connection failed before any byte of an answer."""
 
 
-def _is_certificate_error(exc: BaseException) -> bool:
-    # ssl is imported only for https; without it no certificate was checked.
-    # Imported, not taken from sys.modules: another thread may still be
-    # importing it (a half-made module, issue 13 item 1).
-    if "ssl" not in sys.modules:
-        return False
-    import ssl
+class _TunnelRefused(OSError):
+    """The proxy answered CONNECT with something else than 200."""
 
-    return isinstance(exc, ssl.SSLCertVerificationError)
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+# -- errors -------------------------------------------------------------------
 
 
 def _translate(exc: BaseException, url: str, action: str) -> DownloadError:
     """Map a low-level exception to ConnectionFault (retryable) or DownloadError."""
-    if _is_certificate_error(exc):
+    if isinstance(exc, DownloadError):
+        return exc
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
         return DownloadError(
-            f"TLS certificate verification failed for {url}: {exc.verify_message}. "  # type: ignore[attr-defined]
+            f"TLS certificate verification failed for {url}: {exc.verify_message}. "
             "If the server uses a private CA, pass ssl_context= with that CA loaded "
             "(ssl.create_default_context(cafile=...)) or set SSL_CERT_FILE."
         )
-    if isinstance(exc, _socket.gaierror):
-        host = _httputil.host_of(url)
-        return DownloadError(f"cannot resolve host {host!r} of {url}: {exc}")
-    if isinstance(exc, _socket.timeout):
+    if isinstance(exc, socket.gaierror):
+        return _resolution_error(exc, _httputil.host_of(url), url)
+    if isinstance(exc, socket.timeout):
         return TimeoutFault(f"timed out while {action} {url}")
-    if isinstance(exc, IncompleteBody):
+    if isinstance(exc, http.client.IncompleteRead):
+        return ConnectionFault(f"connection closed early while {action} {url}: {exc!r}")
+    if isinstance(exc, _CutHead):
         return ConnectionFault(f"connection closed early while {action} {url}: {exc}")
-    if isinstance(exc, (OSError, ProtocolError)):
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return ConnectionFault(f"the server closed the connection without answering {url}")
+    if isinstance(exc, OSError):
         return ConnectionFault(f"network error while {action} {url}: {exc!r}")
+    if isinstance(exc, http.client.HTTPException):
+        # BadStatusLine, LineTooLong, UnknownProtocol, too many headers, _Refused.
+        return DownloadError(
+            f"the server sent a malformed answer while {action} {url} ({_describe(exc)}); "
+            "refused: an answer framed wrongly cannot be trusted with the file's bytes"
+        )
     return DownloadError(f"unexpected error while {action} {url}: {exc!r}")
 
 
-class _Headers(dict):  # type: ignore[type-arg]
-    """Response headers: names case-insensitive, repeated fields joined by ", ".
+def _describe(exc: http.client.HTTPException) -> str:
+    # Both keep what they refused as their only argument.
+    if isinstance(exc, http.client.BadStatusLine):
+        return f"not an HTTP/1.x status line: {str(exc.args[0])[:80]!r}"
+    if isinstance(exc, http.client.UnknownProtocol):
+        return f"unknown protocol version {exc.args[0]!r}"
+    return str(exc)
 
-    The part of ``http.client.HTTPMessage``'s interface that pyvo_dl uses,
-    without the email package behind it.
+
+def _resolution_error(exc: socket.gaierror, host: str, url: str) -> DownloadError:
+    # EAI_AGAIN: the resolver could not answer now (a DNS server timing out).
+    if exc.errno == getattr(socket, "EAI_AGAIN", None):
+        return ConnectionFault(f"temporary failure resolving host {host!r} of {url}: {exc}")
+    return DownloadError(f"cannot resolve host {host!r} of {url}: {exc}")
+
+
+# -- reading answers ----------------------------------------------------------
+
+
+class _HeadTimedStream(io.RawIOBase):
+    """The socket under one answer, with a deadline for the whole head.
+
+    Until :meth:`end_head`, each read gets only the time left until the
+    deadline (the first one the socket's own timeout, which is that much):
+    a server cannot hold a request by trickling its head or by sending
+    ``100 Continue`` forever. It also records whether the connection ended
+    during the head and how many bytes came.
+
+    Parameters
+    ----------
+    sock : socket
+        The connected socket (plain or TLS).
+    deadline : float or None
+        ``time.monotonic()`` by which the head must have arrived.
     """
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return dict.get(self, name.lower(), default)
+    #: Set first thing in __init__; None if that was interrupted (Ctrl-C).
+    _io: Any = None
 
-    def __getitem__(self, name: str) -> str:
-        return str(dict.__getitem__(self, name.lower()))
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
-
-    def get_all(self, name: str, failobj: Any = None) -> Any:
-        value = self.get(name)
-        return failobj if value is None else [value]
-
-
-def _read_line(fp: BinaryIO) -> bytes:
-    line = fp.readline(_MAX_LINE + 1)
-    if len(line) > _MAX_LINE:
-        raise ProtocolError(f"a header line longer than {_MAX_LINE} bytes")
-    return line
-
-
-def parse_header_lines(fp: BinaryIO) -> _Headers:
-    """Read header lines up to the blank line into :class:`_Headers`.
-
-    Values are decoded as ISO-8859-1 (as http.client does) and continuation
-    lines (obsolete folding) are joined to the field before them.
-
-    Raises
-    ------
-    ProtocolError
-        For a line over 64 KiB or more than 100 fields.
-    """
-    headers = _Headers()
-    name = ""
-    for _ in range(_MAX_HEADERS + 1):
-        line = _read_line(fp)
-        if line in (b"\r\n", b"\n", b""):
-            return headers
-        name = _add_field(headers, name, line.decode("iso-8859-1").rstrip("\r\n"))
-    raise ProtocolError(f"got more than {_MAX_HEADERS} headers")
-
-
-def _add_field(headers: _Headers, last: str, text: str) -> str:
-    """Add one header line to ``headers``; return the name it belongs to."""
-    if text[:1] in (" ", "\t") and last:
-        headers[last] = f"{dict.__getitem__(headers, last)} {text.strip()}"
-        return last
-    field, colon, value = text.partition(":")
-    if not colon:
-        return last  # not a header line: ignored, as the email parser does
-    name = field.strip().lower()
-    value = value.strip()
-    old = dict.get(headers, name)
-    headers[name] = value if old is None else f"{old}, {value}"
-    return name
-
-
-def read_head(fp: BinaryIO) -> tuple[int, int, str, _Headers]:
-    """Read an answer's status line and header fields: ``(version, status, reason, headers)``.
-
-    A head that has arrived whole (the usual case: a few hundred bytes in
-    one segment) is parsed from the reader's buffer in one pass; otherwise,
-    or when its lines end in a bare LF, line by line.
-
-    Raises
-    ------
-    _StaleConnection
-        When the connection ended before any byte of an answer (a reused
-        keep-alive connection that the server had closed).
-    ProtocolError
-        For anything that is not an HTTP/1.x head within http.client's limits.
-    """
-    buffered = fp.peek(1)  # type: ignore[attr-defined]
-    end = buffered.find(b"\r\n\r\n")
-    if end < 0 or buffered.count(b"\n", 0, end) != buffered.count(b"\r\n", 0, end):
-        version, status, reason = read_status(fp)
-        return version, status, reason, parse_header_lines(fp)
-    lines = fp.read(end + 4)[:end].decode("iso-8859-1").split("\r\n")
-    if len(lines) > _MAX_HEADERS + 1:
-        raise ProtocolError(f"got more than {_MAX_HEADERS} headers")
-    if max(map(len, lines)) > _MAX_LINE:
-        raise ProtocolError(f"a header line longer than {_MAX_LINE} bytes")
-    version, status, reason = _parse_status(lines[0])
-    headers = _Headers()
-    name = ""
-    for text in lines[1:]:
-        field, colon, value = text.partition(":")
-        if colon and text[:1] not in (" ", "\t"):
-            key = field.strip().lower()
-            if not dict.__contains__(headers, key):
-                # The usual line, inline (this runs for every line of every answer).
-                dict.__setitem__(headers, key, value.strip())
-                name = key
-                continue
-        name = _add_field(headers, name, text)
-    return version, status, reason, headers
-
-
-def read_status(fp: BinaryIO) -> tuple[int, int, str]:
-    """Read a status line: ``(version, status, reason)``, version 10 or 11.
-
-    Raises
-    ------
-    _StaleConnection
-        When the connection ended before any byte of an answer.
-    ProtocolError
-        For anything that is not an HTTP/1.x status line.
-    """
-    line = _read_line(fp)
-    if not line:
-        raise _StaleConnection()
-    return _parse_status(line.decode("iso-8859-1").rstrip("\r\n"))
-
-
-def _parse_status(text: str) -> tuple[int, int, str]:
-    version, _, rest = text.partition(" ")
-    code, _, reason = rest.partition(" ")
-    if version in ("HTTP/1.1", "HTTP/1.0"):
-        number = 11 if version == "HTTP/1.1" else 10
-    elif version.startswith("HTTP/1."):
-        number = 11
-    else:
-        raise ProtocolError(f"not an HTTP/1.x status line: {text[:80]!r}")
-    if len(code) != 3 or not code.isdigit() or code < "100":
-        raise ProtocolError(f"bad status code in {text[:80]!r}")
-    return number, int(code), reason.strip()
-
-
-def _will_close(version: int, headers: _Headers) -> bool:
-    """Whether the server closes the connection after this answer (as http.client decides)."""
-    connection = (headers.get("connection") or "").lower()
-    if version == 11:
-        return "close" in connection
-    if "keep-alive" in connection or headers.get("keep-alive"):
-        return False
-    return "keep-alive" not in (headers.get("proxy-connection") or "").lower()
-
-
-class _SocketReader(io.RawIOBase):
-    """A socket as a raw byte stream (what ``socket.makefile`` makes, for ``_socket`` too)."""
-
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, deadline: float | None) -> None:
+        super().__init__()
+        # makefile(buffering=0): socket.SocketIO, which keeps the socket open
+        # until this stream is closed even when http.client closes the
+        # connection (Connection: close hands the socket to the answer).
+        self._io = sock.makefile("rb", buffering=0)
         self._sock = sock
+        self._deadline = deadline
+        self._reads = 0
+        self.received = 0
+        #: Whether the connection ended before the head did.
+        self.ended_in_head = False
+        #: While True, reads answer "nothing yet" without touching the socket.
+        self.holding = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int | None:
-        try:
-            return int(self._sock.recv_into(buffer))
-        except BlockingIOError:
-            return None  # nothing yet on a socket told not to wait (in_step)
+        if self.holding:
+            return None
+        deadline = self._deadline
+        if deadline is not None and self._reads:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the head of the answer did not arrive in time")
+            self._sock.settimeout(left)
+        self._reads += 1
+        n: int | None = self._io.readinto(buffer)
+        if n:
+            self.received += n
+        elif n == 0 and deadline is not None:
+            self.ended_in_head = True
+        return n
+
+    def end_head(self, timeout: float) -> None:
+        """From now on, ``timeout`` is the idle time allowed per read."""
+        if self._deadline is not None and self._reads > 1:
+            self._sock.settimeout(timeout)
+        self._deadline = None
 
     def fileno(self) -> int:
-        return int(self._sock.fileno())
-
-
-def _open_plain(host: str, port: int, timeout: float) -> Any:
-    """A TCP connection to ``host:port`` (each address in turn, as socket.create_connection)."""
-    error: OSError | None = None
-    for family, kind, proto, _, address in _socket.getaddrinfo(
-        _resolvable(host), port, 0, _socket.SOCK_STREAM
-    ):
-        sock = _socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        return sock
-    raise error if error is not None else OSError(f"no address found for {host!r}")
-
-
-class _Connection:
-    """One HTTP/1.1 connection: its socket, the reader over it, the pool key.
-
-    Parameters
-    ----------
-    sock : socket
-        Connected: a ``_socket.socket`` for http, an ``ssl.SSLSocket`` for https.
-    key : tuple
-        ``(scheme, host, port, proxy)``: where it may be reused.
-    """
-
-    def __init__(self, sock: Any, key: PoolKey) -> None:
-        self.sock = sock
-        self.key = key
-        # One buffered reader for the connection's life: status lines and
-        # headers are read through it; bodies go past its buffer straight
-        # into the caller's (readinto1 with a larger buffer).
-        # 64 KiB: the head and a small body arrive in one system call.
-        self.fp: BinaryIO = io.BufferedReader(_SocketReader(sock), _READ_BUFFER)
-
-    def settimeout(self, timeout: float) -> None:
-        if self.sock.gettimeout() != timeout:  # settimeout is a system call
-            self.sock.settimeout(timeout)
-
-    def in_step(self) -> bool:
-        """Whether nothing is waiting to be read, as after a complete answer.
-
-        Bytes already there (a body sent with the answer to HEAD, a server
-        that sent more than its Content-Length) would be read as the next
-        answer's status line: such a connection is closed, not reused.
-        """
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0.0)  # look, do not wait
-        try:
-            return not self.fp.peek(1)  # type: ignore[attr-defined]
-        except OSError as exc:
-            # TLS says "nothing yet" with an exception of its own.
-            if "ssl" not in sys.modules:
-                return False
-            import ssl
-
-            return isinstance(exc, ssl.SSLWantReadError)
-        except ValueError:
-            return False  # closed
-        finally:
-            self.sock.settimeout(timeout)
+        return int(self._io.fileno())
 
     def close(self) -> None:
-        """Close the reader and the socket (both: the reader holds a reference)."""
+        if not self.closed and self._io is not None:
+            self._io.close()
+        super().close()
+
+
+class _AnswerReader(io.BufferedReader):
+    """The buffered reader http.client reads one answer through.
+
+    Besides a ``BufferedReader``'s work it remembers the last line read (the
+    status line, for the strict check of its code), notices at close whether
+    bytes were left in its buffer (stray bytes after a body), and, for a
+    body that is not chunked, hands over what arrived within 0.2 s or before
+    a fault instead of waiting for the whole buffer: a slow link still moves
+    the progress display, and a fault never throws received bytes away (it
+    is raised by the next read).
+    """
+
+    raw: _HeadTimedStream
+
+    def __init__(self, raw: _HeadTimedStream) -> None:
+        super().__init__(raw, _READ_BUFFER)
+        self.last_line = b""
+        #: Whether bytes were still buffered when the answer was closed.
+        self.leftover = False
+        #: A sized or until-close body: partial reads are handed over.
+        self.hand_over = False
+        #: A fault met after some bytes were handed over; raised by the next read.
+        self.fault: BaseException | None = None
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = super().readline(size)
+        self.last_line = line
+        return line
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.hand_over:
+            # Chunked: http.client reads each chunk whole (_safe_readinto).
+            return super().readinto(buffer)
+        fault, self.fault = self.fault, None
+        if fault is not None:
+            raise fault
+        view = memoryview(buffer)
+        size = view.nbytes
+        done = 0
+        deadline = time.monotonic() + _MAX_FILL_SECONDS
+        readinto1 = self.readinto1
+        while done < size:
+            try:
+                n = readinto1(view[done:])
+            except OSError as exc:
+                if not done:
+                    raise
+                self.fault = exc
+                break
+            if not n:
+                break
+            done += n
+            if time.monotonic() >= deadline:
+                break
+        return done
+
+    def close(self) -> None:
         try:
-            self.fp.close()
+            if not self.closed:
+                self.leftover = self._buffered()
         finally:
-            self.sock.close()
+            super().close()
+
+    def _buffered(self) -> bool:
+        """Whether the buffer holds bytes, found without reading the socket."""
+        self.raw.holding = True
+        try:
+            return bool(self.peek(1))
+        except (OSError, ValueError):
+            return True  # unknown: do not reuse
+        finally:
+            self.raw.holding = False
+
+
+class _AnswerSource:
+    """What :class:`_Response` is built on: ``makefile`` gives the reader of one answer."""
+
+    def __init__(self, sock: Any, deadline: float | None) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str = "rb") -> _AnswerReader:
+        return _AnswerReader(_HeadTimedStream(self._sock, self._deadline))
+
+
+class _Response(http.client.HTTPResponse):
+    """CPython's answer parser, stricter at the status line and the chunk sizes."""
+
+    #: Set by HTTPResponse.__init__; None until then (a close before it, by
+    #: the finaliser of an answer whose construction Ctrl-C interrupted).
+    fp: _AnswerReader = None  # type: ignore[assignment]
+
+    def __init__(
+        self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        # Kept: http.client drops self.fp when it closes the answer.
+        self.reader = self.fp
+        self.stream = self.fp.raw
+        #: The final status line, once read (for a refused CONNECT).
+        self.final_status: tuple[int, str] | None = None
+
+    def _read_status(self) -> tuple[str, int, str]:
+        """The first status line that is not an interim 1xx answer (101 is final)."""
+        for _ in range(MAX_INTERIM_ANSWERS + 1):
+            version, status, reason = self._read_one_status()
+            if not 100 <= status < 200 or status == 101:
+                self.final_status = (status, reason.strip())
+                return version, status, reason
+            # 100 Continue, 102 Processing, 103 Early Hints: the answer follows.
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+        raise _Refused(f"more than {MAX_INTERIM_ANSWERS} interim (1xx) answers")
+
+    def _read_one_status(self) -> tuple[str, int, str]:
+        try:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+        except http.client.BadStatusLine as exc:
+            if self._line_was_cut() and not isinstance(exc, http.client.RemoteDisconnected):
+                raise _CutHead(
+                    f"the status line ended early: {self.reader.last_line[:80]!r}"
+                ) from exc
+            raise
+        line = self.reader.last_line
+        if self._line_was_cut():
+            raise _CutHead(f"the status line ended early: {line[:80]!r}")
+        # RFC 9112: HTTP-version SP 3DIGIT SP reason; int() takes other scripts' digits and "1_00".
+        parts = line.rstrip(b"\r\n").split(b" ", 2)
+        if len(parts) < 2 or len(parts[1]) != 3 or not parts[1].isdigit():
+            raise http.client.BadStatusLine(line.decode("iso-8859-1"))
+        return str(version), int(status), str(reason)
+
+    def _line_was_cut(self) -> bool:
+        line = self.reader.last_line
+        return bool(line) and not line.endswith(b"\n")
+
+    def _read_next_chunk_size(self) -> int:
+        """The next chunk's size: hex digits only (``+5``, ``0x5``, ``1_0`` refused)."""
+        line = self.fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("chunk size")
+        if not line.endswith(b"\n"):
+            raise http.client.IncompleteRead(b"")  # the connection ended in the line
+        digits = line.split(b";", 1)[0].rstrip(b" \t\r\n")  # RFC 9112: BWS before ";"
+        if not 0 < len(digits) <= _MAX_CHUNK_DIGITS or digits.translate(None, _HEX_DIGITS):
+            raise _Refused(f"a chunk size line that is not hex digits: {line[:40]!r}")
+        return int(digits, 16)
+
+
+def _check_answer(raw: _Response, timeout: float) -> None:
+    """After ``begin()``: the head was whole, and its framing is one RFC 9112 allows.
+
+    Raises
+    ------
+    _CutHead
+        When the connection ended before the blank line that ends a head.
+    _Refused
+        For framing that RFC 9112 calls an error and http.client accepts.
+    """
+    stream = raw.stream
+    if stream.ended_in_head:
+        raise _CutHead("the connection ended in the middle of the head")
+    stream.end_head(timeout)
+    message = raw.msg
+    stray = _stray_line(message)
+    if stray is not None:
+        raise _Refused(f"a head line that is not a header field: {stray[:80]!r}")
+    codings = message.get_all("Transfer-Encoding") or []
+    lengths = message.get_all("Content-Length") or []
+    if codings and lengths:
+        raise _Refused("both Transfer-Encoding and Content-Length (RFC 9112 section 6.3)")
+    if codings:
+        names = [name.strip().lower() for value in codings for name in value.split(",")]
+        if names != ["chunked"]:
+            raise _Refused(f"Transfer-Encoding {', '.join(codings)!r}: only chunked is understood")
+    if lengths:
+        length = _content_length(lengths)
+        if raw.length is None and not raw.chunked:
+            # "5, 5" is one length (RFC 9110 section 8.6), which int() refused.
+            raw.length = length
+            raw.will_close = raw._check_close()  # type: ignore[attr-defined]
+    _unfold(message)
+
+
+def _stray_line(message: http.client.HTTPMessage) -> str | None:
+    """A head line that the email parser did not take as a header field, if any."""
+    for defect in message.defects:
+        if isinstance(defect, _NOT_A_FIELD):
+            line = getattr(defect, "line", None)
+            payload = message.get_payload()
+            if line is None and isinstance(payload, str):
+                line = payload.partition("\n")[0]
+            return str(line or type(defect).__name__)
+    envelope = message.get_unixfrom()
+    if envelope:
+        return str(envelope)
+    payload = message.get_payload()
+    if isinstance(payload, str) and payload:
+        return payload.partition("\n")[0]
+    return None
+
+
+def _content_length(values: list[str]) -> int:
+    """The one length that every ``Content-Length`` value gives, or refuse."""
+    pieces = [piece.strip() for value in values for piece in value.split(",")]
+    for piece in pieces:
+        # int() would take "+5", " 5", "5_0", Arabic-Indic digits and numbers of any size.
+        if not (0 < len(piece) <= _MAX_LENGTH_DIGITS and piece.isascii() and piece.isdigit()):
+            raise _Refused(f"Content-Length {', '.join(values)[:80]!r} is not a length")
+    if len(set(map(int, pieces))) != 1:
+        raise _Refused(f"Content-Lengths that disagree: {', '.join(values)[:80]!r}")
+    return int(pieces[0])
+
+
+def _unfold(message: http.client.HTTPMessage) -> None:
+    """Replace obsolete line folding in field values by a space (RFC 9112 section 5.2)."""
+    items = message.items()
+    if not any("\n" in value for _, value in items):
+        return
+    for name in {name for name, _ in items}:
+        del message[name]
+    for name, value in items:
+        # Only CR LF and LF: splitlines() would also cut at NEL and other obs-text.
+        parts = value.replace("\r\n", "\n").split("\n")
+        message[name] = " ".join(part.strip(" \t") for part in parts)
+
+
+# -- connections ----------------------------------------------------------------
+
+
+class _Connection(http.client.HTTPConnection):
+    """An ``HTTPConnection`` whose answers are read by :class:`_Response`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Called by getresponse() and by the CONNECT of a tunnel.
+        self.response_class = self._new_response  # type: ignore[assignment]
+        #: When the head of the answer being read must be complete.
+        self.head_deadline: float | None = None
+        self.last_response: _Response | None = None
+        self.pool_key: PoolKey | None = None
+        self.idle_since = 0.0
+
+    def _new_response(
+        self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> _Response:
+        response = _Response(_AnswerSource(sock, self.head_deadline), debuglevel, method, url)
+        self.last_response = response
+        return response
+
+    def connect(self) -> None:
+        """Connect (through the proxy's tunnel when one is set)."""
+        try:
+            # HTTPConnection's, also for HTTPS: TLS is added by _HTTPSConnection.
+            http.client.HTTPConnection.connect(self)
+        except OSError as exc:
+            refusal = self._tunnel_refusal()
+            if refusal is None:
+                raise
+            raise refusal from exc
+        # The answer to a tunnel's CONNECT, which http.client leaves open
+        # before 3.12: it holds the socket (TLS to an https:// proxy) open.
+        answer, self.last_response = self.last_response, None
+        if answer is not None:
+            answer.close()
+
+    def _tunnel_refusal(self) -> _TunnelRefused | None:
+        answer = self.last_response
+        status = None if answer is None else answer.final_status
+        if status is not None and status[0] != 200:
+            return _TunnelRefused(*status)
+        return None
+
+    def abandon(self) -> None:
+        """Close the connection and the answer being read on it.
+
+        http.client hands the socket to an answer that ends with the
+        connection (``Connection: close``); closing only the connection
+        would leave it open until the answer is collected.
+        """
+        answer, self.last_response = self.last_response, None
+        try:
+            if answer is not None:
+                answer.close()
+        finally:
+            self.close()
+
+    def use_timeout(self, timeout: float) -> None:
+        """Apply this request's timeout to a connection opened with another."""
+        self.timeout = timeout
+        if self.sock is not None and self.sock.gettimeout() != timeout:
+            self.sock.settimeout(timeout)  # a system call: only when it changes
+
+
+class _HTTPSConnection(_Connection, http.client.HTTPSConnection):
+    """HTTPS, with TLS to an ``https://`` proxy and TLS to the origin inside it."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._tls = context
+        self._tunnel_to: str | None = None
+        self._tls_proxy = False
+
+    def tunnel_to(self, host: str, port: int, headers: dict[str, str], tls_proxy: bool) -> None:
+        """CONNECT through the proxy this connection goes to; ``tls_proxy``: an https:// one."""
+        self.set_tunnel(host, port, headers=headers)
+        self._tunnel_to = host
+        if tls_proxy:
+            self._tls_proxy = True
+            # http.client's way to the proxy, with TLS to the proxy added.
+            self._create_connection = self._connect_tls_proxy
+
+    def _connect_tls_proxy(
+        self, address: tuple[str, int], timeout: Any = None, source_address: Any = None
+    ) -> ssl.SSLSocket:
+        sock = socket.create_connection(address, timeout, source_address)
+        try:
+            return self._tls.wrap_socket(sock, server_hostname=address[0])
+        except BaseException:
+            sock.close()
+            raise
+
+    def connect(self) -> None:
+        """TCP (or TLS to the proxy), the tunnel if any, then TLS to the origin."""
+        _Connection.connect(self)  # http.client's HTTPConnection.connect, refusal mapped
+        hostname = self._tunnel_to or self.host
+        if self._tls_proxy:
+            self.sock = _TLSInTLS(self.sock, self._tls, hostname)
+        else:
+            self.sock = self._tls.wrap_socket(self.sock, server_hostname=hostname)
+
+
+class _TLSInTLS:
+    """TLS to the origin inside the TLS connection to an ``https://`` proxy.
+
+    An ``ssl.SSLSocket`` cannot be wrapped again, so the inner TLS runs on an
+    ``ssl.SSLObject`` over memory buffers, fed from the outer socket (as
+    urllib3's ``SSLTransport`` does). It offers what http.client and this
+    module use of a socket.
+    """
+
+    def __init__(self, outer: ssl.SSLSocket, context: ssl.SSLContext, hostname: str) -> None:
+        self._outer = outer
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=hostname)
+        self._streams = 0
+        self._closed = False
+        self._run(self._tls.do_handshake)
+
+    def _run(self, step: Callable[..., Any], *args: Any) -> Any:
+        while True:
+            try:
+                result = step(*args)
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._outer.recv(_READ_BUFFER)
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._outer.sendall(data)
+
+    def sendall(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self._run(self._tls.write, view) :]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        try:
+            return int(self._run(self._tls.read, nbytes or len(buffer), buffer))
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return 0  # closed, with or without close_notify (as SSLSocket reads it)
+
+    def recv(self, size: int) -> bytes:
+        buffer = bytearray(size)
+        return bytes(buffer[: self.recv_into(buffer)])
+
+    def makefile(self, mode: str = "rb", buffering: int | None = None) -> _TunnelIO:
+        self._streams += 1
+        return _TunnelIO(self)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._outer.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self._outer.gettimeout()
+
+    def fileno(self) -> int:
+        return self._outer.fileno()
+
+    def pending(self) -> int:
+        return int(self._tls.pending()) + self._incoming.pending + self._outer.pending()
+
+    def setsockopt(self, *args: Any) -> None:
+        self._outer.setsockopt(*args)
+
+    def stream_closed(self) -> None:
+        self._streams -= 1
+        if self._closed and self._streams <= 0:
+            self._outer.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._streams <= 0:
+            self._outer.close()
+
+
+class _TunnelIO(io.RawIOBase):
+    """``makefile("rb", buffering=0)`` of a :class:`_TLSInTLS`."""
+
+    def __init__(self, sock: _TLSInTLS) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._sock.recv_into(buffer)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._sock.stream_closed()
+        super().close()
+
+
+def _has_input(sock: Any) -> bool:
+    """Whether something waits to be read on an idle connection (or it is closed).
+
+    An idle keep-alive connection has nothing to say: readable means the
+    peer closed it (EOF) or sent bytes that belong to no request; either way
+    it must not carry the next request (urllib3's ``is_connection_dropped``).
+    """
+    if sock is None:
+        return True
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True  # decrypted bytes already waiting in the TLS layer
+    try:
+        fd = sock.fileno()
+    except OSError:
+        return True
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+# -- responses ---------------------------------------------------------------------
 
 
 class StdlibResponse:
-    """An answer read from a :class:`_Connection`.
-
-    The body is framed as HTTP/1.1 says: by Content-Length, by chunked
-    transfer coding, or by the end of the connection; once it has been read
-    to its end on a connection that stays open, :meth:`release` puts the
-    connection back in the pool.
+    """An answer read through http.client.
 
     Parameters
     ----------
     conn : _Connection
-        The connection the answer came on.
-    status, reason, version, headers
-        What :func:`read_status` and :func:`parse_header_lines` read.
-    method : str
-        The request's method: the answer to HEAD has no body.
+        The connection it came on; returned to the pool when the body was
+        read to its end with nothing left over.
+    raw : _Response
+        The answer, its head read.
     url : str
         The URL requested, for messages.
     release_to : callable
@@ -433,263 +738,53 @@ class StdlibResponse:
     def __init__(
         self,
         conn: _Connection,
-        status: int,
-        reason: str,
-        version: int,
-        headers: _Headers,
-        method: str,
+        raw: _Response,
         url: str,
-        release_to: Any,
+        release_to: Callable[[_Connection], None],
     ) -> None:
         self._conn: _Connection | None = conn
-        self._fp = conn.fp
+        self._raw = raw
+        self._reader = raw.fp
         self._release_to = release_to
         self.url = url
-        self.status = status
-        self.reason = reason
-        self.headers: Any = headers
-        #: A fault met after some bytes were handed over; raised by the next read.
-        self._fault: Exception | None = None
-        self._chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
-        self._chunk_left = 0
-        #: Bytes of body still to come; None: until the connection ends.
-        self._left: int | None = None
-        self.will_close = _will_close(version, headers)
-        if status in (204, 304) or status < 200 or method == "HEAD":
-            self._left = 0
-            self._chunked = False
-        elif not self._chunked:
-            self._left = _httputil.parse_content_length(headers.get("content-length"))
-            if self._left is None:
-                self.will_close = True
-        self._ended = self._bodiless = self._left == 0
-        #: Whether the reader's buffer has been emptied for splicing.
-        self._drained = False
-
-    # -- body ---------------------------------------------------------------
+        self.status: int = raw.status
+        self.reason: str = raw.reason
+        self.headers: Any = raw.msg
+        self._reader.hand_over = not raw.chunked
 
     def readinto(self, buffer: Any) -> int:
         """Read body bytes into ``buffer``; 0 at the end of the body.
 
-        The buffer is filled by as many reads as it takes (each one system
-        call, straight into the buffer), up to the end of the body or for
-        at most 0.2 s, so that a slow link still moves the progress display.
-        A fault after some bytes hands those bytes over first and is raised
-        by the next call: progress is never thrown away with the exception.
-        """
-        fault, self._fault = self._fault, None
-        if fault is not None:
-            self.close()
-            raise _translate(fault, self.url, "reading the body of") from fault
-        if self._ended:
-            return 0
-        try:
-            if self._chunked:
-                return self._read_chunked(memoryview(buffer))
-            return self._read_plain(memoryview(buffer))
-        except Exception as exc:
-            self.close()
-            raise _translate(exc, self.url, "reading the body of") from exc
-
-    def can_splice(self) -> bool:
-        """Whether :meth:`splice_into` can carry this body (a sized body on a plain socket)."""
-        if _SPLICE is None or self._chunked or self._left is None or self._conn is None:
-            return False
-        if "ssl" in sys.modules:
-            import ssl
-
-            if isinstance(self._conn.sock, ssl.SSLSocket):
-                return False  # TLS decrypts in user space
-        try:
-            _pipe()
-        except OSError:
-            return False  # out of file descriptors, say: the buffer path still works
-        return True
-
-    def splice_into(self, fd: int, limit: int) -> int:
-        """Move up to ``limit`` body bytes into the file ``fd`` at its position; 0 at the end.
-
-        Like :meth:`readinto`, but the bytes go from the socket to the file
-        through a pipe inside the kernel, never through Python. It moves
-        what comes within 0.2 s (for the progress display); a network fault
-        after some bytes hands those over and is raised by the next call.
-
         Raises
         ------
         ConnectionFault
-            For the network, as :meth:`readinto`.
-        LocalWriteError
-            When the file cannot be written (a full disk).
+            When the connection ends before the body does, or fails.
+        DownloadError
+            When the body's framing is malformed (a bad chunk size).
         """
-        fault, self._fault = self._fault, None
-        if fault is not None:
-            self.close()
-            raise _translate(fault, self.url, "reading the body of") from fault
-        left = self._left
-        if self._ended or left is None:
-            return 0
-        limit = min(limit, left)
+        raw = self._raw
         try:
-            if not self._drained:
-                # The body's first bytes came with the head, into the reader's
-                # buffer; a read1 of a buffer's size takes them all, after
-                # which the socket holds the rest.
-                self._drained = True
-                data = self._fp.read1(min(limit, _READ_BUFFER))  # type: ignore[attr-defined]
-                if not data:
-                    raise IncompleteBody(0, left)
-                _write_file(fd, data)
-                done = len(data)
-            else:
-                done = self._splice(fd, limit)
-        except LocalWriteError:
-            self.close()
-            raise
+            n = raw.readinto(buffer)
         except Exception as exc:
             self.close()
             raise _translate(exc, self.url, "reading the body of") from exc
-        self._left = left - done
-        if not self._left:
-            self._ended = True
-        return done
-
-    def _splice(self, fd: int, limit: int) -> int:
-        assert self._conn is not None  # checked by can_splice
-        assert _SPLICE is not None  # checked by can_splice
-        sock = self._conn.sock
-        source = sock.fileno()
-        timeout = sock.gettimeout()
-        wait_ms = None if timeout is None else max(1, int(timeout * 1000))
-        poller = select.poll()
-        poller.register(source, select.POLLIN)
-        read_end, write_end = _pipe()
-        done = 0
-        deadline = time.monotonic() + _MAX_FILL_SECONDS
-        error: Exception
-        while done < limit:
-            try:
-                n = _SPLICE(source, write_end, min(limit - done, _PIPE_SIZE), flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                if poller.poll(wait_ms):
-                    continue
-                n, error = -1, _socket.timeout("timed out")
-            except OSError as exc:
-                n, error = -1, exc
-            if n <= 0:
-                if n == 0:
-                    error = IncompleteBody(done, (self._left or 0) - done)  # it ended
-                if not done:
-                    raise error
-                self._fault = error
-                break
-            moved = 0
-            try:
-                while moved < n:
-                    moved += _SPLICE(read_end, fd, n - moved)
-            except OSError as exc:
-                _drop_pipe()
-                raise LocalWriteError(exc) from exc
-            done += n
-            if time.monotonic() >= deadline:
-                break
-        return done
-
-    def _fill(self, view: memoryview) -> int:
-        """Read into ``view`` until full, the end of the stream, a fault or the deadline."""
-        size = view.nbytes
-        done = 0
-        deadline = time.monotonic() + _MAX_FILL_SECONDS
-        readinto1 = self._fp.readinto1  # type: ignore[attr-defined]
-        while done < size:
-            try:
-                n = readinto1(view[done:])
-            except OSError as exc:
-                if not done:
-                    raise
-                self._fault = exc
-                break
-            if not n:
-                break
-            done += n
-            if time.monotonic() >= deadline:
-                break
-        return done
-
-    def _read_plain(self, view: memoryview) -> int:
-        left = self._left
-        if left is not None and left < view.nbytes:
-            view = view[:left]
-        n = self._fill(view)
-        if left is None:
-            if not n and self._fault is None:
-                self._ended = True  # the connection ended: so did the body
-            return n
-        if not n and self._fault is None:
-            raise IncompleteBody(0, left)
-        self._left = left - n
-        if not self._left:
-            self._ended = True
+        except BaseException:
+            self.close()  # Ctrl-C mid-body: the connection can never be reused
+            raise
+        if not n and raw.length and len(buffer):
+            # http.client returns 0 here where it "ideally would raise IncompleteRead".
+            left = raw.length
+            self.close()
+            raise ConnectionFault(
+                f"connection closed early while reading the body of {self.url}: "
+                f"{left} more bytes expected"
+            )
         return n
-
-    def _read_chunked(self, view: memoryview) -> int:
-        done = 0
-        while done < view.nbytes and self._fault is None:
-            if not self._chunk_left:
-                try:
-                    size = self._next_chunk_size()
-                except (OSError, ProtocolError) as exc:
-                    if not done:
-                        raise
-                    self._fault = exc
-                    break
-                if size == 0:
-                    self._ended = True
-                    break
-                self._chunk_left = size
-            room = min(view.nbytes - done, self._chunk_left)
-            n = self._fill(view[done : done + room])
-            if not n:
-                if self._fault is None and not done:
-                    raise IncompleteBody(0, self._chunk_left)
-                if self._fault is None:
-                    self._fault = IncompleteBody(done, self._chunk_left)
-                break
-            done += n
-            self._chunk_left -= n
-            if n < room:
-                break  # the deadline, or a fault kept for the next call
-        return done
-
-    def _next_chunk_size(self) -> int:
-        """Read the next chunk-size line (after the CRLF ending the last chunk's data)."""
-        if self._chunk_started and _read_line(self._fp) not in (b"\r\n", b"\n"):
-            raise ProtocolError("a chunk's data did not end with CRLF")
-        self._chunk_started = True
-        line = _read_line(self._fp)
-        if not line:
-            raise IncompleteBody(0, None)
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
-        if size < 0:
-            raise ProtocolError(f"bad chunk size line {line[:40]!r}")
-        if size == 0:
-            # Trailer fields up to the blank line: read and dropped.
-            for _ in range(_MAX_HEADERS + 1):
-                if _read_line(self._fp) in (b"\r\n", b"\n", b""):
-                    break
-            else:
-                raise ProtocolError("too many trailer fields")
-        return size
-
-    _chunk_started = False
 
     def read(self, size: int = MAX_ERROR_BODY) -> bytes:
         """Read up to ``size`` bytes of the body (for small error bodies and listings)."""
-        buf = bytearray(size)
-        view = memoryview(buf)
+        buffer = bytearray(size)
+        view = memoryview(buffer)
         done = 0
         while done < size:
             n = self.readinto(view[done:])
@@ -697,82 +792,105 @@ class StdlibResponse:
                 break
             done += n
         del view
-        del buf[done:]
-        return bytes(buf)
-
-    # -- the connection -------------------------------------------------------
+        del buffer[done:]
+        return bytes(buffer)
 
     def release(self) -> None:
         """Finish with the response; keep the connection if the body was consumed."""
-        conn, self._conn = self._conn, None
+        conn = self._conn
         if conn is None:
             return
-        # After an answer without a body (HEAD, 304), stray bytes are the
-        # usual fault (a body sent anyway): looked for before reuse. After a
-        # body read to its end they are rare, and a reused connection whose
-        # next answer does not parse is replaced by a new one (request()).
-        if (
-            self._ended
-            and not self.will_close
-            and self._fault is None
-            and (not self._bodiless or conn.in_step())
-        ):
-            self._release_to(conn)
+        raw = self._raw
+        try:
+            if not raw.isclosed() and raw.length == 0:
+                # HEAD, 204, Content-Length: 0: http.client finishes an empty
+                # body only when it is read.
+                raw.read()
+            reusable = (
+                raw.isclosed()
+                and not raw.will_close
+                and not self._reader.leftover
+                and self._reader.fault is None
+            )
+        except BaseException:
+            self.close()
+            raise
+        self._conn = None
+        if reusable:
+            try:
+                self._release_to(conn)
+            except BaseException:
+                conn.close()
+                raise
         else:
+            raw.close()
             conn.close()
 
     def close(self) -> None:
         """Abandon the response and its connection."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        try:
+            self._raw.close()
+        finally:
+            if conn is not None:
+                conn.close()
 
 
-def _resolvable(host: str) -> str | bytes:
-    """``host`` for getaddrinfo: bytes when ASCII, which skips the IDNA codec.
+# -- the transport -----------------------------------------------------------------
 
-    getaddrinfo encodes a str host with the "idna" codec, whose import
-    (stringprep, unicodedata) costs more than a small download.
-    """
-    return host.encode("ascii") if host.isascii() else host
-
-
-def _host_header(host: str, port: int, scheme: str) -> str:
-    name = f"[{host}]" if ":" in host else host
-    try:
-        name.encode("ascii")
-    except UnicodeEncodeError:
-        name = name.encode("idna").decode("ascii")
-    return name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
+#: Every StdlibTransport, so that a forked child can drop the connections it
+#: inherited (they are its parent's: two processes on one TCP stream swap
+#: each other's bytes).
+_TRANSPORTS: weakref.WeakSet[StdlibTransport] = weakref.WeakSet()
 
 
-def _serialize(method: str, target: str, headers: Mapping[str, str]) -> bytes:
-    """The request head, as bytes; refuses a target or field that would split it."""
-    # As http.client refuses: what would end the request line early.
-    if " " in target or not (target.isascii() and target.isprintable()):
-        raise ValueError(f"the request target {target!r} contains spaces or control characters")
-    lines = [f"{method} {target} HTTP/1.1"]
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-            raise ValueError(f"header {name!r} would split the request")
-        lines.append(f"{name}: {value}")
-    lines.append("\r\n")
-    try:
-        return "\r\n".join(lines).encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"a request header is not Latin-1 text: {exc}") from None
+def _forget_inherited_connections() -> None:
+    for transport in list(_TRANSPORTS):
+        transport._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
+class _Proxy:
+    """A proxy from the environment: where it is, its credentials, its name in messages."""
+
+    def __init__(self, url: str) -> None:
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        self.scheme = parts.scheme.lower()
+        self.host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        self.port = port or _DEFAULT_PORTS.get(self.scheme, 8080)
+        #: Never with the password: messages end up in logs.
+        self.label = f"{self.scheme}://{self.host}:{self.port}"
+        self.headers = _proxy_auth_headers(parts)
+        if self.scheme not in _DEFAULT_PORTS:
+            raise DownloadError(
+                f"the proxy {self.label} from the environment (HTTP_PROXY, HTTPS_PROXY, "
+                "ALL_PROXY) is not an http:// or https:// proxy, the only kinds supported; "
+                "unset it, or list the hosts to reach directly in NO_PROXY"
+            )
 
 
 class StdlibTransport:
-    """HTTP(S)/1.1 on the standard library's sockets, with a keep-alive pool per origin.
+    """HTTP(S) on http.client with a keep-alive pool per origin.
 
     Parameters
     ----------
     ssl_context : ssl.SSLContext, optional
-        Used for https; default: ``ssl.create_default_context()`` (verified).
+        Used for https (and for an ``https://`` proxy); default:
+        ``ssl.create_default_context()`` (verified).
     proxies : dict, optional
-        Scheme to proxy URL; default: from the environment
-        (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``).
+        Scheme (``http``, ``https``, ``all``, and ``no`` for the hosts to
+        reach directly) to proxy URL, as
+        :func:`~pyvo_dl._httputil.proxies_from_env` reads them; default:
+        from the environment.
     """
 
     def __init__(
@@ -783,30 +901,37 @@ class StdlibTransport:
         self._ssl_context = ssl_context
         self._proxies = _httputil.proxies_from_env(os.environ) if proxies is None else dict(proxies)
         self._idle: dict[PoolKey, list[_Connection]] = {}
-        self._routes: dict[tuple[str, str], tuple[PoolKey, str]] = {}
-        self._lock = allocate_lock()
+        self._routes: dict[tuple[str, str], tuple[PoolKey, str, bool]] = {}
+        self._proxy_objects: dict[str, _Proxy] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        _TRANSPORTS.add(self)
 
     # -- pool ---------------------------------------------------------------
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            import ssl  # only for https: plain http never pays for it
-
+            if ssl is None:
+                raise DownloadError("https needs the ssl module, which this Python lacks")
             context = ssl.create_default_context()
             context.set_alpn_protocols(["http/1.1"])
             self._ssl_context = context
         return self._ssl_context
 
     def _proxy_for(self, scheme: str, host: str) -> str | None:
-        proxy = self._proxies.get(scheme)
-        if not proxy:
+        proxy = self._proxies.get(scheme) or self._proxies.get("all")
+        if not proxy or _httputil.bypasses_proxy(host, self._proxies.get("no")):
             return None
-        if _httputil.bypasses_proxy(host, self._proxies.get("no")):
-            return None
-        return proxy if "://" in proxy else f"http://{proxy}"
+        return proxy
 
-    def _route(self, scheme: str, netloc: str) -> tuple[PoolKey, str]:
-        """The pool key (with the proxy to use, if any) and Host header for an origin.
+    def _proxy(self, url: str) -> _Proxy:
+        proxy = self._proxy_objects.get(url)
+        if proxy is None:
+            proxy = self._proxy_objects[url] = _Proxy(url)
+        return proxy
+
+    def _route(self, scheme: str, netloc: str) -> tuple[PoolKey, str, bool]:
+        """The pool key, the Host header, and whether the request goes to a proxy as is.
 
         Remembered per origin: host, port and proxy rules are worked out once,
         not again for each of a few thousand small files.
@@ -815,80 +940,115 @@ class StdlibTransport:
         if route is None:
             _, _, _, _, host, port = _httputil.split_url(f"{scheme}://{netloc}")
             port = port or _DEFAULT_PORTS[scheme]
-            key: PoolKey = (scheme, host, port, self._proxy_for(scheme, host))
+            proxy = self._proxy_for(scheme, host)
+            if proxy is not None:
+                self._proxy(proxy)  # refuses an unsupported one now
+            key: PoolKey = (scheme, host, port, proxy)
             if len(self._routes) >= _MAX_ROUTES:
                 self._routes.clear()
-            route = self._routes[(scheme, netloc)] = (key, _host_header(host, port, scheme))
+            forwarded = proxy is not None and scheme == "http"
+            route = (key, _host_header(host, port, scheme), forwarded)
+            self._routes[(scheme, netloc)] = route
         return route
 
     def _take_idle(self, key: PoolKey) -> _Connection | None:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                return None
+            try:
+                fresh = time.monotonic() - conn.idle_since < MAX_IDLE_SECONDS
+                if fresh and not _has_input(conn.sock):
+                    return conn
+            except BaseException:
+                conn.close()
+                raise
+            conn.close()
 
     def _put_idle(self, conn: _Connection) -> None:
+        key = conn.pool_key
+        if key is None:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        conn.last_response = None
         with self._lock:
-            idle = self._idle.setdefault(conn.key, [])
-            if len(idle) < MAX_IDLE_PER_ORIGIN:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < MAX_IDLE_PER_ORIGIN and not self._closed:
                 idle.append(conn)
                 return
         conn.close()
 
     def close(self) -> None:
-        """Close every idle connection."""
+        """Close every idle connection, and each one in use when its answer is done."""
         with self._lock:
+            self._closed = True
             pools, self._idle = self._idle, {}
         for conns in pools.values():
             for conn in conns:
                 conn.close()
 
-    def _connect(self, key: PoolKey, timeout: float) -> _Connection:
-        scheme, host, port, proxy = key
-        if proxy is None:
-            address = (host, port)
-        else:
-            import urllib.parse  # only with a proxy
+    def _forget_connections(self) -> None:
+        """In a forked child: drop (and close this process's copy of) every idle connection."""
+        self._lock = threading.Lock()  # the parent's may have been held at the fork
+        pools, self._idle = self._idle, {}
+        for conns in pools.values():
+            for conn in conns:
+                conn.close()
 
-            parts = urllib.parse.urlsplit(proxy)
-            address = (parts.hostname or "", parts.port or _DEFAULT_PORTS.get(parts.scheme, 8080))
-        sock = _open_plain(*address, timeout)
-        try:
-            # Requests go out in one send each; Nagle would only delay them.
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    def _new_connection(self, key: PoolKey, timeout: float) -> _Connection:
+        scheme, host, port, proxy_url = key
+        if proxy_url is None:
             if scheme == "https":
-                sock = self._wrap_tls(sock, host, port, proxy)
-        except BaseException:
-            sock.close()
-            raise
-        return _Connection(sock, key)
+                return _HTTPSConnection(host, port, timeout=timeout, context=self._context())
+            return _Connection(host, port, timeout=timeout)
+        proxy = self._proxy(proxy_url)
+        if scheme == "http":  # the request goes to the proxy as it is
+            if proxy.scheme == "https":
+                return _HTTPSConnection(
+                    proxy.host, proxy.port, timeout=timeout, context=self._context()
+                )
+            return _Connection(proxy.host, proxy.port, timeout=timeout)
+        conn = _HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=self._context())
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        headers = {"Host": authority, **proxy.headers}
+        conn.tunnel_to(host, port, headers, tls_proxy=proxy.scheme == "https")
+        return conn
 
-    def _wrap_tls(self, raw: Any, host: str, port: int, proxy: str | None) -> Any:
-        """TLS to ``host`` over ``raw`` (through a CONNECT tunnel when there is a proxy)."""
-        import socket  # ssl wraps socket.socket objects, not _socket ones
-
-        timeout = raw.gettimeout()
-        sock = socket.socket(fileno=raw.detach())
+    def _connect(self, key: PoolKey, timeout: float, url: str) -> _Connection:
+        conn = self._new_connection(key, timeout)
+        conn.pool_key = key
+        conn.head_deadline = time.monotonic() + timeout  # for a tunnel's CONNECT
         try:
-            sock.settimeout(timeout)
-            if proxy is not None:
-                import urllib.parse  # only with a proxy
-
-                _open_tunnel(sock, host, port, urllib.parse.urlsplit(proxy))
-            return self._context().wrap_socket(sock, server_hostname=host)
+            conn.connect()
+        except Exception as exc:
+            conn.abandon()
+            raise self._connect_error(exc, key, url) from exc
         except BaseException:
-            sock.close()
+            conn.abandon()
             raise
+        return conn
+
+    def _connect_error(self, exc: Exception, key: PoolKey, url: str) -> DownloadError:
+        proxy_url = key[3]
+        if proxy_url is None:
+            return _translate(exc, url, "connecting to")
+        proxy = self._proxy(proxy_url)
+        if isinstance(exc, _TunnelRefused):
+            hint = ": check the user and password in the proxy URL" if exc.status == 407 else ""
+            return DownloadError(
+                f"the proxy {proxy.label} refused a tunnel to {key[1]}:{key[2]} for {url}: "
+                f"{exc.status} {exc.reason}{hint}"
+            )
+        if isinstance(exc, socket.gaierror):
+            return _resolution_error(exc, proxy.host, f"the proxy {proxy.label} (for {url})")
+        return _translate(exc, url, f"connecting through the proxy {proxy.label} to")
 
     # -- requests -----------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: Headers,
-        timeout: float,
-        same_origin: bool = True,
-    ) -> StdlibResponse:
+    def request(self, method: str, url: str, headers: Headers, timeout: float) -> StdlibResponse:
         """Send one request and return its response (headers read, body not).
 
         Parameters
@@ -900,112 +1060,101 @@ class StdlibTransport:
         headers : mapping
             Request headers (``Host`` is added here).
         timeout : float
-            Seconds without progress allowed for connecting and each read.
-        same_origin : bool
-            Whether ``url`` has the origin of the download's first URL.
-            Unused here: this transport adds no credentials of its own.
+            Seconds allowed for connecting, for the whole head of the answer,
+            and then for each read of its body.
 
         Raises
         ------
         ConnectionFault
             For retryable network faults.
         DownloadError
-            For faults that a retry cannot mend (TLS verification, DNS).
+            For faults that a retry cannot mend (TLS verification, DNS, a
+            proxy that refuses, a malformed answer).
         ValueError
             For a URL or header that cannot be put in a request.
         """
         scheme, netloc, path, query, _, _ = _httputil.split_url(url)
-        key, host_header = self._route(scheme, netloc)
+        key, host_header, forwarded = self._route(scheme, netloc)
         target = path or "/"
         if query:
             target += "?" + query
         send_headers = {"Host": host_header}
         send_headers.update(headers)
-        proxy = key[3]
-        if proxy is not None and scheme == "http":
-            import urllib.parse  # only with a proxy
-
-            target = urllib.parse.urlunsplit((scheme, netloc, target, "", ""))
-            send_headers.update(_proxy_auth_headers(urllib.parse.urlsplit(proxy)))
-        head = _serialize(method, target, send_headers)
+        if forwarded:
+            assert key[3] is not None  # forwarded only through a proxy
+            target = f"{scheme}://{netloc}{target}"
+            send_headers.update(self._proxy(key[3]).headers)
 
         conn = self._take_idle(key)
         if conn is not None:
-            conn.settimeout(timeout)  # this call's timeout, not the one it was opened with
             try:
-                return self._exchange(conn, method, head, url, reused=True)
+                conn.use_timeout(timeout)
+                return self._exchange(conn, method, target, send_headers, url, timeout, True)
             except _StaleConnection:
                 pass  # the server closed it while idle: once more on a new one
+            except BaseException:
+                conn.abandon()  # closed already, unless Ctrl-C came before the exchange
+                raise
+        conn = self._connect(key, timeout, url)
         try:
-            conn = self._connect(key, timeout)
-        except Exception as exc:
-            raise _translate(exc, url, "connecting to") from exc
-        try:
-            return self._exchange(conn, method, head, url, reused=False)
-        except _StaleConnection as exc:
-            raise ConnectionFault(
-                f"network error while requesting {url}: the server closed the connection "
-                "without answering"
-            ) from exc
+            return self._exchange(conn, method, target, send_headers, url, timeout, False)
+        except BaseException:
+            conn.abandon()
+            raise
 
     def _exchange(
-        self, conn: _Connection, method: str, head: bytes, url: str, reused: bool
+        self,
+        conn: _Connection,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        url: str,
+        timeout: float,
+        reused: bool,
     ) -> StdlibResponse:
+        conn.last_response = None
         try:
-            conn.sock.sendall(head)
-            fp = conn.fp
-            while True:
-                version, status, reason, headers = read_head(fp)
-                # 100 Continue, 103 Early Hints: the real answer follows.
-                if status >= 200 or status == 101:
-                    break
-        except (
-            _StaleConnection,
-            ProtocolError,
-            ConnectionResetError,
-            BrokenPipeError,
-            ConnectionAbortedError,
-        ) as exc:
-            conn.close()
-            if reused:
-                raise _StaleConnection() from exc
-            if isinstance(exc, _StaleConnection):
-                raise
-            # A fresh connection: the fault is the server's, retried as such.
-            raise _translate(exc, url, "requesting") from exc
+            conn.request(method, target, headers=headers)
+            conn.head_deadline = time.monotonic() + timeout
+            raw = conn.getresponse()
+            _check_answer(raw, timeout)  # type: ignore[arg-type]
         except Exception as exc:
-            conn.close()
+            stale = reused and _before_any_answer(conn, exc)
+            conn.abandon()
+            if stale:
+                raise _StaleConnection() from exc
             raise _translate(exc, url, "requesting") from exc
-        return StdlibResponse(conn, status, reason, version, headers, method, url, self._put_idle)
+        except BaseException:
+            conn.abandon()
+            raise
+        return StdlibResponse(conn, raw, url, self._put_idle)  # type: ignore[arg-type]
 
 
-def _open_tunnel(
-    sock: socket.socket, host: str, port: int, proxy: urllib.parse.SplitResult
-) -> None:
-    """Ask an HTTP proxy for a tunnel to ``host:port`` (CONNECT) on ``sock``.
+def _before_any_answer(conn: _Connection, exc: Exception) -> bool:
+    """Whether a reused connection failed as one the server had closed meanwhile does.
 
-    The proxy's credentials go in this request only; TLS then runs end to
-    end through the tunnel, so the proxy never sees the origin's traffic.
+    Nothing of an answer came (the send failed, or the connection ended or
+    was reset before the first byte), or what came was no status line at
+    all (bytes left from an earlier answer): sending the request again on a
+    new connection is safe, and what every client does.
     """
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    headers = {"Host": authority, **_proxy_auth_headers(proxy)}
-    sock.sendall(_serialize("CONNECT", authority, headers))
-    fp = sock.makefile("rb")
-    try:
-        _, status, reason = read_status(fp)
-        parse_header_lines(fp)
-    except _StaleConnection:
-        raise ProtocolError("the proxy closed the connection instead of opening a tunnel") from None
-    finally:
-        fp.close()  # the socket stays open: TLS goes on over it
-    if not 200 <= status < 300:
-        raise ProtocolError(f"the proxy refused a tunnel to {authority}: {status} {reason}")
+    if isinstance(exc, socket.timeout):
+        return False  # a slow server, not a closed connection: no second wait
+    answer = conn.last_response
+    if answer is None or answer.stream.received == 0:
+        return isinstance(exc, (OSError, http.client.HTTPException))
+    return isinstance(exc, http.client.BadStatusLine) and not isinstance(exc, _CutHead)
+
+
+def _host_header(host: str, port: int, scheme: str) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
 
 
 def _proxy_auth_headers(proxy: urllib.parse.SplitResult) -> dict[str, str]:
     if proxy.username is None:
         return {}
-    import urllib.parse  # only with a proxy
+    import urllib.parse
 
     user = urllib.parse.unquote(proxy.username)
     password = urllib.parse.unquote(proxy.password or "")
@@ -1014,34 +1163,60 @@ def _proxy_auth_headers(proxy: urllib.parse.SplitResult) -> dict[str, str]:
 
 # -- requests-like sessions ---------------------------------------------------
 
-#: Exception class names (anywhere in the MRO) of requests/urllib3 that mean a
-#: transient network fault; matched by name so requests is never imported.
+#: Exception class names (anywhere in the MRO) of requests, urllib3 and the
+#: standard library that mean a fault a retry may mend; matched by name so
+#: that requests is never imported.
 _TRANSIENT_NAMES = frozenset(
     {
-        "ConnectionError",
-        "Timeout",
+        "ConnectionError",  # requests' and the builtin one (resets, refusals)
+        "Timeout",  # requests: ConnectTimeout, ReadTimeout
+        "TimeoutError",
+        "timeout",  # socket.timeout before Python 3.10
         "ChunkedEncodingError",
-        "ProtocolError",
+        "ProtocolError",  # urllib3
         "ReadTimeoutError",
         "IncompleteRead",
+        "RemoteDisconnected",
+    }
+)
+#: Names that make an exception permanent even when a transient name is in
+#: its MRO too (requests' SSLError is a ConnectionError; InvalidURL a ValueError).
+_PERMANENT_NAMES = frozenset(
+    {
+        "SSLError",
+        "CertificateError",
+        "InvalidURL",
+        "InvalidSchema",
+        "MissingSchema",
+        "InvalidHeader",
+        "InvalidProxyURL",
+        "TooManyRedirects",
+        "URLRequired",
     }
 )
 
 
-def _is_transient_session_error(exc: BaseException) -> bool:
-    network: tuple[type[BaseException], ...] = (OSError,)
-    if "http.client" in sys.modules:  # imported when requests is in use
-        import http.client
+def is_transient_session_error(exc: BaseException) -> bool:
+    """Whether a requests-like session's exception is worth a retry.
 
-        network = (OSError, http.client.HTTPException)
-    if isinstance(exc, network) and not _is_certificate_error(exc):
-        return True
+    Parameters
+    ----------
+    exc : BaseException
+        What ``session.request`` or reading the body raised.
+
+    Returns
+    -------
+    bool
+        True for connection and timeout errors (requests', urllib3's, the
+        standard library's); False for TLS, URL, header and redirect errors
+        and anything unknown.
+    """
     names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & _TRANSIENT_NAMES) and "SSLError" not in names
+    return not names & _PERMANENT_NAMES and bool(names & _TRANSIENT_NAMES)
 
 
 def _translate_session(exc: BaseException, url: str, action: str) -> DownloadError:
-    if _is_transient_session_error(exc):
+    if is_transient_session_error(exc):
         return ConnectionFault(f"network error while {action} {url}: {exc!r}")
     return DownloadError(f"error while {action} {url}: {exc!r}")
 
@@ -1129,30 +1304,27 @@ class SessionTransport:
         and ``raw`` (or ``iter_content``).
     auth : object, optional
         Passed through as ``auth=`` (a requests auth object).
+    origin : str, optional
+        The download's first URL: a request to another origin (after a
+        redirect) leaves the session's own credentials behind (SPEC §3.4).
     """
 
-    def __init__(self, session: Any, auth: Any = None) -> None:
+    def __init__(self, session: Any, auth: Any = None, origin: str = "") -> None:
         self._session = session
         self._auth = auth
+        self._origin = origin
         self._redirect_kw = True
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: Headers,
-        timeout: float,
-        same_origin: bool = True,
-    ) -> SessionResponse:
+    def request(self, method: str, url: str, headers: Headers, timeout: float) -> SessionResponse:
         """Send one request through the session; see :meth:`StdlibTransport.request`.
 
-        With ``same_origin=False`` (a redirect left the origin) the session's
-        own credentials (``session.auth``, an ``Authorization`` or ``Cookie``
-        in ``session.headers``, its cookies) and the ``auth`` object stay
-        behind (SPEC §3.4): only those in ``headers`` go out.
+        When ``url`` is not on the origin's (a redirect left it), the
+        session's own credentials (``session.auth``, an ``Authorization``
+        or ``Cookie`` in ``session.headers``, its cookies) and the ``auth``
+        object stay behind: only those in ``headers`` go out.
         """
         kwargs: dict[str, Any] = {"headers": dict(headers), "stream": True, "timeout": timeout}
-        if not same_origin:
+        if self._origin and not _httputil.same_origin(url, self._origin):
             kwargs["auth"] = _OnlyTheseCredentials(headers)
         elif self._auth is not None:
             kwargs["auth"] = self._auth

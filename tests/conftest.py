@@ -164,12 +164,15 @@ def client_ssl_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def raw_server_factory() -> Iterator[Callable[[RawHandler], RawServer]]:
-    """Start :class:`servers.RawServer` instances; all are stopped after the test."""
+def raw_server_factory() -> Iterator[Callable[..., RawServer]]:
+    """Start :class:`servers.RawServer` instances; all are stopped after the test.
+
+    ``start(handler, ssl_context=None)``: with a context, the server speaks TLS.
+    """
     started: list[RawServer] = []
 
-    def start(handler: RawHandler) -> RawServer:
-        server = RawServer(handler).start()
+    def start(handler: RawHandler, ssl_context: ssl.SSLContext | None = None) -> RawServer:
+        server = RawServer(handler, ssl_context=ssl_context).start()
         started.append(server)
         return server
 

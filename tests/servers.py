@@ -70,6 +70,7 @@ __all__ = [
     "enable_moto_auth",
     "free_port",
     "parse_range_header",
+    "relay_tunnel",
     "reset_moto",
     "s3_client_for",
 ]
@@ -1109,6 +1110,9 @@ class RawServer:
         (keep-alive); ``conn.close()`` ends the connection.
     host : str
         Loopback address to bind.
+    ssl_context : ssl.SSLContext, optional
+        Speak TLS on every connection (an ``https://`` proxy, say); the
+        handler then gets the ``ssl.SSLSocket``.
 
     Attributes
     ----------
@@ -1120,9 +1124,16 @@ class RawServer:
         Exceptions raised by ``handler`` (other than OSError).
     """
 
-    def __init__(self, handler: RawHandler, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        handler: RawHandler,
+        *,
+        host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = handler
         self.host = host
+        self.ssl_context = ssl_context
         self.port = 0
         self.requests: list[bytes] = []
         self.connection_count = 0
@@ -1207,6 +1218,10 @@ class RawServer:
 
     def _serve(self, conn: socket.socket) -> None:
         try:
+            if self.ssl_context is not None:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                with self._lock:
+                    self._open.add(conn)
             with conn:
                 self._serve_requests(conn)
         except OSError:
@@ -1232,6 +1247,32 @@ class RawServer:
             self.handler(conn, request)
             if conn.fileno() == -1:
                 return
+
+
+def relay_tunnel(client: socket.socket, port: int, seen: list[bytes]) -> None:
+    """Answer a CONNECT with 200 and carry bytes both ways to 127.0.0.1:``port``.
+
+    What squid and tinyproxy do once a tunnel is granted; every relayed
+    chunk is appended to ``seen``. Bounded: it gives up after 20 s.
+    """
+    import select
+
+    upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    deadline = time.monotonic() + 20
+    with upstream:
+        while time.monotonic() < deadline:
+            # A TLS client socket may hold decrypted bytes that select() cannot see.
+            pending = getattr(client, "pending", lambda: 0)()
+            ready = [client] if pending else select.select([client, upstream], [], [], 0.5)[0]
+            for sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    client.close()
+                    return
+                seen.append(data)
+                (upstream if sock is client else client).sendall(data)
+    client.close()
 
 
 # ----------------------------------------------------------- socket guard ---
