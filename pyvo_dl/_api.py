@@ -404,7 +404,7 @@ _S3_ONLY = frozenset(
         "recursive",
     }
 )
-_HTTP_ONLY = frozenset({"auth", "headers", "ssl_context"})
+_HTTP_ONLY = frozenset({"auth", "headers"})
 
 
 def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
@@ -495,6 +495,7 @@ def aws_download(
     progress: Any = True,
     connections: int | None = None,
     recursive: bool = False,
+    ssl_context: Any = None,
 ) -> str:
     """Download an object from Amazon S3 (or an S3-compatible server).
 
@@ -550,6 +551,10 @@ def aws_download(
         default the current one), keeping the relative layout. Returns the
         folder; raises `~pyvo_dl.DownloadError` naming the failures after
         trying every object.
+    ssl_context : ssl.SSLContext, optional
+        TLS settings for the S3 endpoint (an S3-compatible server behind a
+        private CA, for example); verified by default. botocore's own
+        requests (STS, SSO) follow botocore's settings (``AWS_CA_BUNDLE``).
 
     Returns
     -------
@@ -581,6 +586,7 @@ def aws_download(
             endpoint_url=endpoint_url, region=region, requester_pays=requester_pays,
             resume=resume, retries=retries, checksum=checksum, progress=progress,
             connections=connections, recursive=recursive, timeout_given=timeout,
+            ssl_context=ssl_context,
         )  # fmt: skip
 
 
@@ -605,6 +611,7 @@ def _aws_download(
     connections: int | None,
     recursive: bool,
     timeout_given: float | None,
+    ssl_context: Any = None,
 ) -> str:
     """`aws_download` once its arguments are checked, within the call's AWS context."""
     from . import _names, _s3
@@ -624,13 +631,13 @@ def _aws_download(
     }
     if recursive:
         folder = path or "."
-        items = _s3_prefix_items(target, access, options)
+        items = _s3_prefix_items(target, access, options, ssl_context=ssl_context)
         kwargs = {
             "cache": cache, "timeout": timeout_given, "aws_profile": aws_profile,
             "session": session,
             "verbose": verbose, "endpoint_url": endpoint_url, "region": target.region,
             "requester_pays": requester_pays, "resume": resume, "retries": retries,
-            "connections": connections,
+            "connections": connections, "ssl_context": ssl_context,
         }  # fmt: skip
         results = download_many(items, folder, progress=progress, **kwargs)
         _raise_for_failures(f"s3://{bucket_name}/{key}", results)
@@ -642,7 +649,8 @@ def _aws_download(
                 f"cannot derive a file name from key {key!r} (a prefix?): pass "
                 "local_filepath=, or recursive=True to download everything under it"
             )
-    return _s3.fetch_object(target, access, path, options, _stdlib_transport(None), context)
+    transport = _stdlib_transport(ssl_context)
+    return _s3.fetch_object(target, access, path, options, transport, context)
 
 
 def _s3_target(
@@ -672,7 +680,7 @@ def _s3_target(
 
 
 def _s3_prefix_items(
-    target: Any, access: Any, options: dict[str, Any], folder: str = ""
+    target: Any, access: Any, options: dict[str, Any], folder: str = "", ssl_context: Any = None
 ) -> list[tuple[str, Any]]:
     """``(s3 URI, relative local path)`` for every object under the prefix.
 
@@ -687,7 +695,8 @@ def _s3_prefix_items(
         prefix += "/"  # s3://b/data means the folder data/, not data-old/ too
         target.key = prefix
     items: list[tuple[str, Any]] = []
-    for key, _size in _s3.list_prefix(target, access, options, _stdlib_transport(None)):
+    listing = _s3.list_prefix(target, access, options, _stdlib_transport(ssl_context))
+    for key, _size in listing:
         if key.endswith("/"):
             continue  # a folder marker, not a file
         try:
@@ -965,7 +974,11 @@ def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any)
                 "verbose": bool(kwargs.get("verbose")),
                 "user_agent": _version_agent(),
             }
-            expanded.extend(_s3_prefix_items(target, access, options, os.fspath(folder)))
+            expanded.extend(
+                _s3_prefix_items(
+                    target, access, options, os.fspath(folder), kwargs.get("ssl_context")
+                )
+            )
         except (ValueError, OSError, ImportError) as exc:
             expanded.append((source, exc))
     return expanded

@@ -33,9 +33,11 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "format_failure",
+    "in_cli_terms",
     "main",
     "parse_list_line",
     "parse_shard",
+    "suggest_source",
 ]
 
 #: The command's name in messages and in ``--help``, however it was started
@@ -224,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=_formatter,
         add_help=False,
+        # --time for --timeout, --re for --recursive/--retries/--region: a
+        # prefix that works today would mean something else tomorrow.
+        allow_abbrev=False,
     )
     sources = parser.add_argument_group("sources and destination")
     sources.add_argument(
@@ -298,6 +303,12 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "--retries", metavar="N", type=_count,
         help=f"retries of a transient fault, per file (default: {_api.DEFAULT_RETRIES})",
     )  # fmt: skip
+    group.add_argument(
+        "--ca-bundle", metavar="FILE",
+        help="trust the CA certificates in FILE (PEM) instead of the system's, for "
+        "https:// and S3 endpoints alike (as curl --cacert); verification is never "
+        "turned off",
+    )  # fmt: skip
 
 
 def _add_s3_options(parser: argparse.ArgumentParser) -> None:
@@ -314,6 +325,10 @@ def _add_s3_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--region", metavar="NAME",
         help="the bucket's region (default: $AWS_REGION, else discovered)",
+    )  # fmt: skip
+    group.add_argument(
+        "--requester-pays", action="store_true",
+        help="accept the charges of a requester-pays bucket (needs --profile or credentials)",
     )  # fmt: skip
 
 
@@ -373,12 +388,51 @@ def _read_list(path: str) -> list[Item]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _UsageError(f"cannot read the list {path!r}: {reason}") from None
-    items = [parse_list_line(line) for line in lines]
-    return [item for item in items if item is not None]
+    items: list[Item] = []
+    for number, line in enumerate(lines, 1):
+        item = parse_list_line(line)
+        if item is not None:
+            _check_scheme(item[0], f" (line {number} of {path})")
+            items.append(item)
+    return items
+
+
+#: What the command downloads; anything else is a usage error, before any request.
+_SCHEMES: Final = ("http", "https", "s3")
+
+
+def suggest_source(source: str) -> str:
+    """The ``https://`` URL a source without a usable scheme was probably meant to be.
+
+    Examples
+    --------
+    >>> suggest_source("heasarc.gsfc.nasa.gov/FTP/a.fits")
+    'https://heasarc.gsfc.nasa.gov/FTP/a.fits'
+    >>> suggest_source("htps://heasarc.gsfc.nasa.gov/FTP/a.fits")
+    'https://heasarc.gsfc.nasa.gov/FTP/a.fits'
+    >>> suggest_source("https:/heasarc.gsfc.nasa.gov/a.fits")
+    'https://heasarc.gsfc.nasa.gov/a.fits'
+    """
+    scheme, colon, rest = source.partition(":")
+    if colon and scheme.isalpha() and "/" not in scheme and "." not in scheme:
+        return "https://" + rest.lstrip("/")
+    return "https://" + source.lstrip("/")
+
+
+def _check_scheme(source: str, where: str = "") -> None:
+    scheme, sep, _ = source.partition("://")
+    if sep and scheme.lower() in _SCHEMES:
+        return
+    raise _UsageError(
+        f"{source!r}{where} is not an http(s):// URL or s3:// URI; "
+        f"did you mean {suggest_source(source)!r}?"
+    )
 
 
 def _gather(args: argparse.Namespace) -> list[Item]:
     """Every source, from the arguments then the lists, checked against the options."""
+    for source in args.sources:
+        _check_scheme(source)
     items: list[Item] = [(source, None) for source in args.sources]
     for path in args.input:
         items.extend(_read_list(path))
@@ -428,7 +482,22 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             kwargs[keyword] = value
     if args.recursive:
         kwargs["recursive"] = True
+    if args.requester_pays:
+        kwargs["requester_pays"] = True
+    if args.ca_bundle is not None:
+        kwargs["ssl_context"] = _ca_context(args.ca_bundle)
     return kwargs
+
+
+def _ca_context(path: str) -> Any:
+    """``--ca-bundle FILE``: a verifying TLS context trusting FILE's CAs only."""
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _UsageError(f"--ca-bundle: cannot use {path!r} as a CA bundle: {reason}") from None
 
 
 def _batch_items(items: Sequence[Item], args: argparse.Namespace) -> list[Any]:
@@ -464,6 +533,52 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+#: The library speaks of its parameters; the command line of its options.
+#: Whole phrases first, where an option alone would not read right.
+_IN_CLI_TERMS: Final = (
+    ("pass aws_profile= (a profile in ~/.aws/credentials) or session= with credentials",
+     "pass --profile NAME (a profile in ~/.aws/credentials) with credentials"),
+    ("pass aws_profile= or session= with credentials", "pass --profile NAME with credentials"),
+    ("drop aws_profile=/session= for public data", "drop --profile for public data"),
+    ("(aws_profile=, session=, or non-public objects)", "(--profile, or non-public objects)"),
+    ("pass auth=(user, password), a logged-in session=, or add the host to ~/.netrc",
+     "put user:password@ in the URL, or add the host to ~/.netrc"),
+    ("log in (auth=, session=)", "log in (user:password@ in the URL, or ~/.netrc)"),
+    ("pass ssl_context= with that CA loaded (ssl.create_default_context(cafile=...))",
+     "pass --ca-bundle FILE with that CA (PEM)"),
+    ("pass local_filepath=, or recursive=True to", "give -o PATH, or --recursive to"),
+    ("pass local_filepath=", "give -o PATH (or a path after the source in the -i list)"),
+    ("give a (source, local_path) pair", "give -o PATH (or a path after the source in the -i list)"),
+    ("choose a folder you can write to (local_filepath=)", "choose a folder you can write to (-d DIR)"),
+    ("give a file path, for example os.path.join(folder, name)", "give a file path with -o PATH"),
+    ("give it longer with timeout=", "give it longer with --timeout SECONDS"),
+    ("requester_pays=True", "--requester-pays"),
+    ("recursive=True", "--recursive"),
+    ("aws_profile=", "--profile"),
+    ("ssl_context=", "--ca-bundle"),
+    ("local_filepath=", "-o"),
+    ("endpoint_url=", "--endpoint-url"),
+    ("timeout=", "--timeout"),
+    ("retries=", "--retries"),
+    ("connections=", "--connections"),
+    ("checksum=", "--checksum"),
+)  # fmt: skip
+
+
+def in_cli_terms(message: str) -> str:
+    """``message`` with the library's parameter names replaced by the options that set them.
+
+    Examples
+    --------
+    >>> in_cli_terms("the server is slow, give it longer with timeout=")
+    'the server is slow, give it longer with --timeout SECONDS'
+    """
+    for python, flags in _IN_CLI_TERMS:
+        if python in message:
+            message = message.replace(python, flags)
+    return message
+
+
 def format_failure(source: str, error: BaseException) -> str:
     """The failure line of one item (without the ``pyvo-dl:`` prefix), naming the source once.
 
@@ -478,7 +593,9 @@ def format_failure(source: str, error: BaseException) -> str:
     -------
     str
         ``failed: MESSAGE`` when the message names the source already, else
-        ``failed: SOURCE: MESSAGE``; on one line.
+        ``failed: SOURCE: MESSAGE``; on one line, with the options of the
+        command line where the library names its parameters
+        (:func:`in_cli_terms`).
 
     Examples
     --------
@@ -487,7 +604,7 @@ def format_failure(source: str, error: BaseException) -> str:
     >>> format_failure("https://h/a.fits", OSError("disk full"))
     'failed: https://h/a.fits: disk full'
     """
-    message = _one_line(error)
+    message = in_cli_terms(_one_line(error))
     if source in message:
         return f"failed: {message}"
     return f"failed: {source}: {message}"
@@ -534,6 +651,7 @@ class _LogToStderr:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         items = _gather(args)
+        options = _options(args)
     except _UsageError as exc:
         parser.error(str(exc))  # exits with status 2
     # One command is one batch (SPEC §2.3): one pool of -j workers for HTTP
@@ -547,7 +665,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         pairs = _api.run_batch(
             _batch_items(items, args), args.dest_dir, workers=args.jobs,
             progress=display if display is not None else False, shard=args.shard,
-            **_options(args),
+            **options,
         )  # fmt: skip
     return _report(pairs, display)
 

@@ -25,7 +25,13 @@ __all__ = [
     "S3Error",
 ]
 
-_S3_EXTRA_HINT = 'pip install "pyvo-dl[s3]"'
+#: How to get botocore: the extra of the installed package; a vendored copy
+#: (imported under another name, mytool._vendor.pyvo_dl) has no extra.
+_S3_EXTRA_HINT = (
+    'pip install "pyvo-dl[s3]"'
+    if __name__.rpartition(".")[0] == "pyvo_dl"
+    else "pip install botocore"
+)
 
 
 class DownloadError(OSError):

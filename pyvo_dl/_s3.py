@@ -11,7 +11,7 @@ import os
 import threading
 
 from . import _awsconfig, _engine, _exchange, _integrity, _s3url, _signing
-from ._errors import S3Error
+from ._errors import _S3_EXTRA_HINT, S3Error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def _add_hint(
             "or session= with credentials that may read it"
         )
         if not _signing.botocore_available():
-            hint += ', after pip install "pyvo-dl[s3]"'
+            hint += f", after {_S3_EXTRA_HINT}"
         elif context.system_failure:
             hint += f" (retrying with this machine's credentials failed: {context.system_failure})"
         else:

@@ -102,3 +102,4 @@ def test_batch_request_builder_takes_http_downloads_parameters() -> None:
     assert [(p.name, p.kind, p.default) for p in builder.values()] == [
         (p.name, p.kind, p.default) for p in public.values()
     ]
+

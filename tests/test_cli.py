@@ -249,6 +249,26 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["--retries", "-1", "{url}"], "argument --retries: the value must be at least 0"),
         (["-q", "-v", "{url}"], "not allowed with argument"),
         (["--no-such-option", "{url}"], "unrecognized arguments"),
+        # Abbreviations are refused: --time could mean --timeout today and
+        # something else tomorrow (issue 16.8).
+        (["--time", "5", "{url}"], "unrecognized arguments: --time"),
+        (["--rec", "{url}"], "unrecognized arguments: --rec"),
+        # A bad or missing scheme: exit 2 before any request, with a suggestion.
+        (
+            ["ftp://127.0.0.1/x.fits"],
+            (
+                "'ftp://127.0.0.1/x.fits' is not an http(s):// URL or s3:// URI; "
+                "did you mean 'https://127.0.0.1/x.fits'?"
+            ),
+        ),
+        (
+            ["heasarc.gsfc.nasa.gov/FTP/x.fits"],
+            "did you mean 'https://heasarc.gsfc.nasa.gov/FTP/x.fits'?",
+        ),
+        (["htps://127.0.0.1/x.fits", "{url}"], "did you mean 'https://127.0.0.1/x.fits'?"),
+        (["-i", "{bad}"], "'127.0.0.1/x.fits' (line 3 of bad.txt) is not an http(s):// URL"),
+        (["--ca-bundle", "missing.pem", "{url}"], "--ca-bundle: cannot use 'missing.pem'"),
+        (["--ca-bundle", "empty.txt", "{url}"], "--ca-bundle: cannot use 'empty.txt'"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -261,9 +281,10 @@ def test_usage_errors_exit_2(
     url = http_server.add_file(PATH, DATA)
     (in_tmp / "empty.txt").write_text("# nothing here\n\n")
     (in_tmp / "two.txt").write_text(f"{url}\n{url}?copy=2\n")
+    (in_tmp / "bad.txt").write_text(f"{url}\n# a comment\n127.0.0.1/x.fits\n")
     names = {
         "url": url, "url2": http_server.add_file("/data/other.fits", DATA),
-        "empty": "empty.txt", "missing": "missing.txt", "two": "two.txt",
+        "empty": "empty.txt", "missing": "missing.txt", "two": "two.txt", "bad": "bad.txt",
     }  # fmt: skip
     assert main([a.format(**names) for a in args]) == 2
     out, err = capsys.readouterr()
@@ -272,7 +293,7 @@ def test_usage_errors_exit_2(
     assert message in err
     assert err.rstrip("\n").splitlines()[-1].startswith("pyvo-dl: error: ")
     assert http_server.requests == []
-    assert sorted(os.listdir(in_tmp)) == ["empty.txt", "two.txt"]
+    assert sorted(os.listdir(in_tmp)) == ["bad.txt", "empty.txt", "two.txt"]
 
 
 # ------------------------------------------------------------ one source ---
@@ -343,7 +364,6 @@ def test_checksum_bad_is_a_failure(
     ("path", "source", "reason"),
     [
         (PATH, "{base}/data/missing.fits", "not found"),
-        (PATH, "ftp://127.0.0.1/x.fits", "unsupported source"),
         ("/data/", "{base}/data/", "cannot derive a file name"),
     ],
 )
@@ -694,6 +714,73 @@ def test_recursive(
     assert files_under(in_tmp) == ["out/a.fits", "out/image.fits", "out/sub/b.fits"]
     assert (in_tmp / "out" / "sub" / "b.fits").read_bytes() == DATA + b"b"
     assert summary(capsys.readouterr().err)[::2] == (3, 0)
+
+
+# ------------------------------------------------- messages in the command's terms ---
+
+#: The library's parameters, as a message would name them (``timeout=``).
+PYTHON_PARAMETER = re.compile(
+    r"\b(local_filepath|aws_profile|session|auth|ssl_context|recursive|timeout|retries"
+    r"|connections|endpoint_url|region|requester_pays|checksum|headers)="
+)
+
+
+def test_failures_name_options_not_parameters(
+    http_server: FaultServer,
+    https_server: FaultServer,
+    s3_endpoint: str,
+    in_tmp: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """From the command line, messages name -o, --profile, --timeout, --ca-bundle (issue 16.8)."""
+    _bucket(s3_endpoint, {"private.fits": DATA}, acl="private")
+    folder = http_server.url("/data/")
+    http_server.add_file("/slow.fits", DATA)
+    http_server.set_fault("/slow.fits", stall=2.0)
+    untrusted = https_server.add_file("/tls.fits", DATA)
+    cases = {
+        folder: "give -o PATH (or a path after the source in the -i list)",
+        http_server.url("/slow.fits"): "give it longer with --timeout SECONDS",
+        untrusted: "pass --ca-bundle FILE with that CA (PEM)",
+    }
+    for source, wanted in cases.items():
+        assert main(["--timeout", "0.3", "--retries", "0", source]) == 1
+        err = capsys.readouterr().err
+        (line,) = failure_lines(err)
+        assert wanted in line, line
+        assert not PYTHON_PARAMETER.search(err), err
+        assert_names_once(line, source)
+    private = f"s3://{BUCKET}/private.fits"
+    assert main(["--endpoint-url", s3_endpoint, private]) == 1
+    err = capsys.readouterr().err
+    assert "pass --profile NAME (a profile in ~/.aws/credentials)" in err
+    assert not PYTHON_PARAMETER.search(err), err
+
+
+def test_ca_bundle_trusts_a_private_ca_for_https(
+    https_server: FaultServer, ca: Any, in_tmp: Path
+) -> None:
+    url = https_server.add_file("/tls/a.fits", DATA)
+    ca.cert_pem.write_to_path(str(in_tmp / "ca.pem"))
+    assert main(["-q", "--ca-bundle", "ca.pem", url]) == 0
+    assert (in_tmp / "a.fits").read_bytes() == DATA
+
+
+def test_ca_bundle_serves_s3_endpoints_too(
+    https_server: FaultServer, ca: Any, in_tmp: Path
+) -> None:
+    """An S3-compatible server behind a private CA (path-style GET of a public object).
+
+    The FaultServer imitates an S3-compatible server's answer to an
+    anonymous path-style GET of a public object: the bytes, with a length.
+    """
+    https_server.add_file("/bkt/run/x.fits", DATA)
+    ca.cert_pem.write_to_path(str(in_tmp / "ca.pem"))
+    args = ["--endpoint-url", https_server.base_url, "--region", "us-east-1", "s3://bkt/run/x.fits"]
+    assert main(["-q", "--ca-bundle", "ca.pem", *args]) == 0
+    assert (in_tmp / "x.fits").read_bytes() == DATA
+    os.remove(in_tmp / "x.fits")
+    assert main(["-q", *args]) == 1  # without it, the private CA is not trusted
 
 
 # ------------------------------------- one batch, one summary that tells the truth ---

@@ -269,6 +269,41 @@ def test_vendored_copy_works(tmp_path: Path) -> None:
     assert "vendored ok" in result.stdout
 
 
+def test_vendored_copy_says_install_botocore(tmp_path: Path) -> None:
+    """A vendored copy has no pyvo-dl[s3] extra to install: it names botocore (issue 16.8)."""
+    vendor = tmp_path / "site" / "somepkg" / "_vendor"
+    vendor.mkdir(parents=True)
+    (vendor.parent / "__init__.py").write_text("")
+    (vendor / "__init__.py").write_text("")
+    shutil.copytree(PACKAGE_DIR, vendor / "pyvo_dl", ignore=shutil.ignore_patterns("__pycache__"))
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in ("botocore", "boto3"):
+                    raise ImportError("hidden: " + name)
+
+        sys.meta_path.insert(0, Hide())
+        from somepkg._vendor.pyvo_dl import aws_download, MissingDependencyError
+        try:
+            aws_download("s3://bkt/x.fits", aws_profile="someone", progress=False)
+        except MissingDependencyError as e:
+            print(e)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "install it with: pip install botocore" in result.stdout
+    assert "pyvo-dl[s3]" not in result.stdout
+
+
 def test_runs_from_a_checkout_without_install(tmp_path: Path) -> None:
     """``python -m pyvo_dl`` from a plain folder on PYTHONPATH (an HPC node without pip)."""
     shutil.copytree(PACKAGE_DIR, tmp_path / "checkout" / "pyvo_dl",
