@@ -15,6 +15,7 @@ from servers import FaultServer
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 DATA = bytes(range(256)) * 4000
 
@@ -103,3 +104,34 @@ def test_batch_request_builder_takes_http_downloads_parameters() -> None:
         (p.name, p.kind, p.default) for p in public.values()
     ]
 
+
+def test_a_forgotten_keep_alive_pool_closes_its_idle_sockets(
+    https_server: Any, ca: Any, tmp_path: Any
+) -> None:
+    """Each new TLS context gets a pool; past eight the oldest goes, its sockets closed.
+
+    Before, the oldest pool was only dropped: its idle TLS sockets were left
+    to the garbage collector (a ResourceWarning, an error in this suite),
+    which a long-lived process with one context per run (pyvo-dl
+    --ca-bundle, called again and again) met.
+    """
+    import gc
+    import ssl
+    import warnings
+
+    import pyvo_dl
+
+    url = https_server.add_file("/pool/x.fits", b"x" * 100)
+    contexts = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for i in range(10):
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            contexts.append(context)
+            target = str(tmp_path / f"{i}.fits")
+            pyvo_dl.http_download(url, target, ssl_context=context, progress=False)
+        del contexts
+        gc.collect()
+    leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == []
