@@ -913,11 +913,10 @@ class _BatchDownload:
                     return _item_download(source, local_filepath, **kwargs)
             from . import _engine
 
-            # Most items of a long list are small new files: fetch_small's
-            # shorter path, with the same guarantees.
+            # The engine as for one call, with the call's .netrc answers.
             request, transport = _http_request(source, local_filepath, **_http_options(kwargs))
             request.netrc_cache = self._netrc
-            return _engine.fetch_small(request, transport)
+            return _engine.fetch(request, transport)
         finally:
             _batch.transports = None
 

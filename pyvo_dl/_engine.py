@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 from . import _exchange, _httputil, _integrity, _parallel
-from ._errors import DownloadError, DownloadWarning
+from ._errors import DownloadError
 from ._exchange import FetchRequest, report
-from ._partfile import PartFile, TargetLock, prepare_target, write_new_file
-from ._retry import RetryPolicy
-from ._transport import ConnectionFault
+from ._partfile import PartFile, TargetLock, prepare_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,7 +29,7 @@ if TYPE_CHECKING:
     from ._integrity import Checksum, Verifier
     from ._transport import Response, Transport
 
-__all__ = ["FetchRequest", "fetch", "fetch_small"]
+__all__ = ["FetchRequest", "fetch"]
 
 _INFO = 20  # logging.INFO, without importing logging
 
@@ -70,111 +67,13 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
         lock.release()
 
 
-def fetch_small(request: FetchRequest, transport: Transport) -> str:
-    """:func:`fetch` for a file that is probably small and new (download_many's items).
-
-    The same guarantees as :func:`fetch`, with less work when the object
-    comes whole in the first answer: one GET, the body read into memory
-    (at most one buffer), checked, written to the ``.part`` in one call and
-    moved onto the target. Anything else (a ``.part`` to resume, a target
-    already there, an error, a larger or unsized body, a network fault)
-    continues in :func:`fetch`'s machinery from where it stands, so nothing
-    is requested twice.
-    """
-    target = request.target
-    lock = TargetLock(target)
-    try:
-        locked = lock.try_acquire()
-    except DownloadError:
-        locked = False  # no folder yet, say: fetch creates it and reports the rest
-    if not locked:
-        return fetch(request, transport)
-    try:
-        # Something to resume, to check against the cache or to refuse: the
-        # long way, which looks at all of that.
-        long_way = (
-            request.connections not in (None, 1)
-            or os.path.lexists(target + ".part")
-            or os.path.lexists(target)
-        )
-        if not long_way:
-            download = _Download(request, transport, lock)
-            try:
-                response = _exchange.open_url(request, transport, "GET", {})
-                if _write_whole(download, response):
-                    return target
-                download.first = response
-            except ConnectionFault as fault:
-                download.first = fault  # the first attempt's fault: retried as usual
-            return download.run()
-    finally:
-        lock.release()
-    return fetch(request, transport)
-
-
-def _write_whole(download: _Download, response: Response) -> bool:
-    """Commit ``response`` if it is a ``200`` whose body fits one buffer; whether it did.
-
-    Otherwise the response is left unread for ``download`` to continue. A
-    network fault while reading the body is raised with the progress sink
-    handed to ``download``, whose retry starts it again.
-    """
-    request = download.request
-    if response.status != 200:
-        return False
-    size = _exchange.length_of(response)
-    view = _exchange.buffer()
-    if size is None or size > len(view):
-        return False
-    headers = response.headers
-    announce = request.server_checksums
-    checksums = list(request.checksums) + (announce(headers) if announce else [])
-    sink = download.sink = _exchange.make_sink(request)
-    sink.start(size, 0)
-    view = view[:size]
-    done = 0
-    try:
-        while done < size:
-            n = response.readinto(view[done:])
-            if not n:
-                raise ConnectionFault(f"{request.label}: body ended at byte {done} of {size}")
-            done += n
-            sink.update(done)
-        response.release()
-        _warn_if_html(request, headers, stacklevel=5)
-        if checksums:
-            verifier = _integrity.Verifier(checksums)
-            verifier.update(view)
-            error = _exchange.checksum_error(request, verifier)
-            if error is not None:
-                raise error  # before anything is written: nothing to remove
-        write_new_file(request.target + ".part", view)
-        PartFile(request.target).commit()
-    except ConnectionFault:
-        response.close()
-        if done:
-            download.keep_received(response, view[:done])
-        raise
-    except BaseException:
-        response.close()
-        download.sink = None
-        sink.finish(False)
-        raise
-    download.sink = None
-    sink.finish(True)
-    _exchange.log(_INFO, "downloaded %s to %s (%d bytes)", request.label, request.target, size)
-    return True
-
-
-def _warn_if_html(request: FetchRequest, headers: Mapping[str, str], stacklevel: int) -> None:
+def _warn_if_html(request: FetchRequest, headers: Mapping[str, str]) -> None:
     """Warn when an HTML page came for a data file name (an archive's error page, probably)."""
     content_type = (headers.get("Content-Type") or "").lower()
     if content_type.startswith("text/html") and request.target.lower().endswith(_DATA_SUFFIXES):
-        warnings.warn(
+        _exchange.warn_caller(
             f"{request.url} answered with an HTML page for {request.target}; "
-            "archives often report errors this way, check the file",
-            DownloadWarning,
-            stacklevel=stacklevel,
+            "archives often report errors this way, check the file"
         )
 
 
@@ -197,11 +96,9 @@ def _cache_is_valid(request: FetchRequest, transport: Transport) -> bool:
             f"{request.url} gives no length: cannot validate {request.target}, downloading again",
         )
     else:
-        warnings.warn(
+        _exchange.warn_caller(
             f"Found cached file {request.target} but it has the wrong size "
-            f"({local} bytes, the server has {info.size}). Overwriting ...",
-            DownloadWarning,
-            stacklevel=4,
+            f"({local} bytes, the server has {info.size}). Overwriting ..."
         )
     return False
 
@@ -218,7 +115,6 @@ class _Download:
         self.transport = transport
         self.lock = lock
         self.part = PartFile(request.target)
-        self.policy = RetryPolicy(request.retries)
         self.state: dict[str, Any] = {}
         self.offset = 0
         self.verifier: Verifier | None = None
@@ -226,8 +122,6 @@ class _Download:
         self.restarts = 0
         self.committed = False
         self.no_probe_range = False
-        #: The answer (or fault) to the first request, when fetch_small sent it.
-        self.first: Response | ConnectionFault | None = None
 
     # -- state --------------------------------------------------------------
 
@@ -252,25 +146,6 @@ class _Download:
         self.offset = size
         if size:
             report(self.request, f"Resuming {self.request.label} at byte {size} of {state['size']}")
-
-    def keep_received(self, response: Response, received: memoryview) -> None:
-        """Keep what fetch_small received before a fault, so that the retry resumes there.
-
-        As the streaming path would have it: the bytes in the ``.part``, the
-        object's state in memory (written to ``.part.json`` if the call fails).
-        """
-        if not self.request.resume:
-            return
-        self._new_state(response.headers, _exchange.length_of(response), response.url)
-        if not self.state["validator"]:
-            self.state = {}  # nothing to resume against: the retry starts over
-            return
-        try:
-            write_new_file(self.part.path, received)
-        except DownloadError:
-            self.state = {}  # the fault being retried matters more than this
-            return
-        self.offset = len(received)
 
     def _checksums(self) -> list[Checksum]:
         return _exchange.announced_checksums(self.request, self.state)
@@ -324,10 +199,7 @@ class _Download:
         worth_resuming = total is not None and total > _exchange.BUFFER_SIZE
         if self.state["validator"] and worth_resuming and self.request.resume:
             self.part.save_state(self.state)
-        self._warn_if_html(response.headers)
-
-    def _warn_if_html(self, headers: Mapping[str, str]) -> None:
-        _warn_if_html(self.request, headers, stacklevel=6)
+        _warn_if_html(self.request, response.headers)
 
     def _accept(self, response: Response) -> int:
         """Where to write this answer's body, or raise :class:`_Restart`."""
@@ -398,32 +270,9 @@ class _Download:
 
     def run(self) -> str:
         """Download, verify and commit; return the target path."""
-        if not self.state:  # fetch_small may have started it
-            self._load_resumable()
-        attempt = 0
+        self._load_resumable()
         try:
-            while True:
-                # Taken before the try: _stream moves self.offset as bytes land.
-                before = self.offset
-                try:
-                    if self._attempt():
-                        break
-                    attempt = 0
-                except (_Restart, _parallel.ObjectChanged) as restart:
-                    self._restart_from_zero(str(restart))
-                except ConnectionFault as fault:
-                    progressed = self._sync_offset(before)
-                    attempt = 0 if progressed else attempt
-                    attempt = _exchange.backoff(self.request, self.policy, attempt, fault, None)
-                except _exchange.TransientStatus as status:
-                    attempt = _exchange.backoff(
-                        self.request,
-                        self.policy,
-                        attempt,
-                        status.fault,
-                        status.retry_after,
-                        status.error,
-                    )
+            _exchange.retrying(self.request, self._until_complete, progress=self._resume_point)
             if not self.committed:
                 self._verify_and_commit()
         except BaseException:
@@ -434,6 +283,19 @@ class _Download:
         if self.sink is not None:
             self.sink.finish(True)
         return self.request.target
+
+    def _until_complete(self) -> None:
+        """Attempts until the body is complete on disk; a restart from byte 0 is no retry.
+
+        An object that changed (or a server that ignores the range) starts
+        the file again at once; :meth:`_restart_from_zero` bounds how often.
+        """
+        while True:
+            try:
+                self._attempt()
+                return
+            except (_Restart, _parallel.ObjectChanged) as restart:
+                self._restart_from_zero(str(restart))
 
     def _keep_for_resume(self) -> None:
         """On the way out of a failed call, make sure the next one can resume.
@@ -451,30 +313,32 @@ class _Download:
         except DownloadError:
             pass  # the original error matters more; the next call starts over
 
-    def _sync_offset(self, before: int) -> bool:
-        """After a fault, continue from what is on disk; whether that was real progress."""
+    def _resume_point(self) -> int:
+        """Where the next try starts: the bytes on disk, if they can be resumed, else 0."""
         resumable = bool(self.state.get("validator")) and self.state.get("size") is not None
-        self.offset = self.part.size() if resumable else 0
+        self.offset = self.part.size() if resumable and self.offset else 0
         if not resumable:
             self.verifier = None
-        return self.offset - before >= _parallel.MIN_PROGRESS
+        return self.offset
 
-    def _attempt(self) -> bool:
-        """One request; True when the body is complete on disk (or committed)."""
+    def _attempt(self) -> None:
+        """One request; returns when the body is complete on disk (or committed)."""
         if self.state.get("parts"):
             self._run_parallel()  # an earlier parallel run left its map: finish it
-            return True
+            return
         splitting = self._splitting()
-        response = self._send(splitting)
+        first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
+        headers = {"Range": first_part} if splitting else self._ranged_headers()
+        response = _exchange.open_url(self.request, self.transport, "GET", headers)
         try:
-            return self._answer(response, splitting)
+            self._answer(response, splitting)
         except BaseException:
             # Whatever stopped this answer (Ctrl-C included) ends its connection;
             # closing one already released or closed does nothing.
             response.close()
             raise
 
-    def _answer(self, response: Response, splitting: bool) -> bool:
+    def _answer(self, response: Response, splitting: bool) -> None:
         """Act on the answer to this attempt's request (see :meth:`_attempt`)."""
         status = response.status
         if status == 416 and splitting:
@@ -484,12 +348,10 @@ class _Download:
             raise _Restart("the object is empty")
         if splitting and status == 206:
             self._split_or_stream(response)
-            if self.committed:
-                return True
-            return self._check_complete()
+            return
         if status == 416 and self.offset:
             if self._complete_by_416(response):
-                return True
+                return
             raise _Restart("the server refused the range")
         if status == 412 and self.offset:
             _exchange.drain(response)
@@ -503,27 +365,6 @@ class _Download:
             raise error
         start = self._accept(response)
         self._stream(response, start)
-        return self._check_complete()
-
-    def _send(self, splitting: bool) -> Response:
-        """This attempt's answer: to a new request, or the one fetch_small already had."""
-        first, self.first = self.first, None
-        if isinstance(first, ConnectionFault):
-            raise first
-        if first is not None:
-            return first
-        first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
-        headers = {"Range": first_part} if splitting else self._ranged_headers()
-        return _exchange.open_url(self.request, self.transport, "GET", headers)
-
-    def _check_complete(self) -> bool:
-        """True once the body ended at its full size; a short one is a fault to retry."""
-        size = self.state.get("size")
-        if size is not None and self.offset != size:
-            raise ConnectionFault(
-                f"{self.request.label}: body ended at byte {self.offset} of {size}"
-            )
-        return True
 
     def _stream(self, response: Response, start: int) -> None:
         try:
@@ -547,43 +388,20 @@ class _Download:
             self.verifier = _integrity.Verifier(checksums)
             if start:
                 _exchange.hash_prefix(self.verifier, self.part.path, start)
-        verifier = self.verifier
         self.offset = start
-        # Never past the known size: a body that goes on (a chunked answer
-        # that never ends) is cut there and its connection dropped.
-        end = total if total is not None else -1
-        f = self.part.open(start)
+        writer = self.part.open_at(start)
         try:
-            self._copy_body(response, f, end, verifier)
+            # Never past the known size: a body that goes on (a chunked
+            # answer that never ends) is cut there and its connection dropped.
+            length = None if total is None else total - start
+            _exchange.read_body(response, writer, length, self._moved, self.verifier)
         finally:
-            f.close()
+            writer.close()
 
-    def _copy_body(self, response: Response, f: Any, end: int, verifier: Verifier | None) -> None:
-        """Read the body into this thread's buffer and write it out (and hash it)."""
-        view = _exchange.buffer()
-        done = self.offset
-        sink_update = self.sink.update
-        refresh = self.lock.refresh
-        readinto = response.readinto
-        full = len(view)
-        while True:
-            room = end - done
-            if end >= 0 and room < full:
-                if room <= 0:
-                    break
-                n = readinto(view[:room])
-            else:
-                n = readinto(view)
-            if not n:
-                break
-            chunk = view[:n]
-            _exchange.write_all(f, chunk, self.part.path)
-            if verifier is not None:
-                verifier.update(chunk)
-            done += n
-            self.offset = done
-            sink_update(done)
-            refresh(time.time())
+    def _moved(self, n: int) -> None:
+        self.offset += n
+        self.sink.update(self.offset)
+        self.lock.refresh(time.time())
 
     def _verify_and_commit(self) -> None:
         _exchange.verify_and_commit(self.request, self.part, self.state, self.verifier)

@@ -10,28 +10,39 @@ probe, and the final size and checksum check before ``os.replace`` (§3.1).
 from __future__ import annotations
 
 import mmap
+import os
 import sys
 import time
+import warnings
 from _thread import _local
 
 from . import _auth, _httputil, _integrity, _progress
-from ._errors import DownloadError, HTTPStatusError, IntegrityError
+from ._errors import DownloadError, DownloadWarning, HTTPStatusError, IntegrityError
 from ._partfile import PartFile, disk_error
 from ._retry import DEFAULT_RETRIES, RetryPolicy
 from ._transport import ConnectionFault, TimeoutFault
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Mapping
+    from typing import Any, Callable, Dict, Mapping, Protocol, TypeVar
 
     from ._integrity import Checksum, Verifier
     from ._transport import Response, Transport
 
+    T = TypeVar("T")
     Signer = Callable[[str, str, Dict[str, str]], Dict[str, str]]
+
+    class Sink(Protocol):
+        def write(self, chunk: memoryview) -> None: ...
+
     ErrorFactory = Callable[["Response", str, bytes], DownloadError]
 
 #: One read/write/hash buffer per thread, reused for every file.
 BUFFER_SIZE = 1024 * 1024
+#: A try that kept at least this much starts the count of retries again;
+#: less does not, so a server that sends a few bytes per connection cannot
+#: hold a download for ever.
+MIN_PROGRESS = 64 * 1024
 DEFAULT_TIMEOUT = 60.0
 
 _PACKAGE = __name__.rpartition(".")[0] or __name__
@@ -167,6 +178,19 @@ class ObjectInfo:
         self.url = url
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_caller(message: str) -> None:
+    """Warn (:class:`~pyvo_dl.DownloadWarning`) at the caller's line, outside this package."""
+    frame = sys._getframe(1)
+    level = 2  # 1 is this function, 2 the one that called it
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, DownloadWarning, stacklevel=level)
+
+
 def report(request: FetchRequest, message: str) -> None:
     """Log a decision, and print it too when the caller asked for ``verbose``."""
     say(request.verbose, message)
@@ -296,19 +320,18 @@ def probe(request: FetchRequest, transport: Transport) -> ObjectInfo:
 
     HEAD first; where HEAD is refused (405, 501, or a 403 from URLs signed
     for GET only), ``GET`` with ``Range: bytes=0-0``, closing the connection
-    if the server ignores the range.
+    if the server ignores the range. Each of the two is retried as any
+    request is (:func:`retrying`).
     """
-    response = with_retries(request, lambda: open_url(request, transport, "HEAD", {}))
+    response = retrying(request, lambda: answer(request, transport, "HEAD", {}))
     if response.status < 300:
         response.release()
         return ObjectInfo(length_of(response), response.headers, response.url)
     if response.status not in (403, 405, 501):
         raise error_for(request, response)
     response.close()
-    response = with_retries(
-        request,
-        lambda: open_url(request, transport, "GET", {"Range": _httputil.format_range(0, 0)}),
-    )
+    first_byte = {"Range": _httputil.format_range(0, 0)}
+    response = retrying(request, lambda: answer(request, transport, "GET", first_byte))
     if response.status == 206:
         size = content_range(response).total
         drain(response)
@@ -317,6 +340,16 @@ def probe(request: FetchRequest, transport: Transport) -> ObjectInfo:
         response.close()  # the server ignored the range: do not read the body
         return ObjectInfo(length_of(response), response.headers, response.url)
     raise error_for(request, response)
+
+
+def answer(
+    request: FetchRequest, transport: Transport, method: str, extra: Mapping[str, str]
+) -> Response:
+    """:func:`open_url`, with a transient status (SPEC §3.3) raised as :class:`TransientStatus`."""
+    response = open_url(request, transport, method, extra)
+    if _httputil.is_transient_status(response.status):
+        raise transient_status(request, response)
+    return response
 
 
 def length_of(response: Response) -> int | None:
@@ -330,24 +363,58 @@ def content_range(response: Response) -> _httputil.ContentRange:
         return _httputil.ContentRange(None, None, None)
 
 
-def with_retries(request: FetchRequest, send: Callable[[], Response]) -> Response:
-    """Call ``send`` until it returns an answer that is not a transient failure."""
+# -- the one retry loop ------------------------------------------------------------
+
+
+def _no_progress() -> int:
+    return 0
+
+
+def retrying(
+    request: FetchRequest,
+    attempt: Callable[[], T],
+    progress: Callable[[], int] = _no_progress,
+    sleep: Callable[[float], object] | None = None,
+) -> T:
+    """Call ``attempt`` until it succeeds, retrying transient faults (SPEC §3.3).
+
+    The one retry policy of every request: the whole file, a resumed one,
+    each parallel range, a probe, a listing page. ``attempt`` raises
+    :class:`~pyvo_dl._transport.ConnectionFault` for a network fault and
+    :class:`TransientStatus` for a 408/429/5xx answer; anything else ends
+    the loop at once. Before each retry it sleeps with exponential backoff
+    and full jitter (``Retry-After`` as a minimum); after the last, the fault
+    (or the status's :class:`~pyvo_dl.HTTPStatusError`) is raised.
+
+    Parameters
+    ----------
+    request : FetchRequest
+        Its ``retries``, ``rng``, ``sleep`` and ``verbose``.
+    attempt : callable
+        One try; its result is returned.
+    progress : callable, optional
+        Bytes kept so far (where a retry resumes from). A try that kept at
+        least :data:`MIN_PROGRESS` more starts the count of retries again;
+        less does not, so a server that sends a few bytes per connection
+        cannot hold a download for ever.
+    sleep : callable, optional
+        Waits that many seconds (default ``request.sleep``); a parallel
+        range passes one that wakes when another range failed.
+    """
     policy = RetryPolicy(request.retries)
-    attempt = 0
+    tries = 0
     while True:
+        before = progress()
         try:
-            response = send()
-        except ConnectionFault as network_fault:
-            attempt = backoff(request, policy, attempt, network_fault, None)
-            continue
-        if not _httputil.is_transient_status(response.status):
-            return response
-        fault = status_fault(response)
-        retry_after = retry_after_of(response)
-        if policy.exhausted(attempt + 1):
-            return response
-        drain(response)
-        attempt = backoff(request, policy, attempt, fault, retry_after)
+            return attempt()
+        except ConnectionFault as fault:
+            if progress() - before >= MIN_PROGRESS:
+                tries = 0
+            tries = backoff(request, policy, tries, fault, None, sleep=sleep)
+        except TransientStatus as status:
+            tries = backoff(
+                request, policy, tries, status.fault, status.retry_after, status.error, sleep
+            )
 
 
 def status_fault(response: Response) -> ConnectionFault:
@@ -365,6 +432,7 @@ def backoff(
     fault: DownloadError,
     retry_after: float | None,
     final: DownloadError | None = None,
+    sleep: Callable[[float], object] | None = None,
 ) -> int:
     """Sleep before the next attempt; when none is left, raise ``final`` (or ``fault``).
 
@@ -382,11 +450,8 @@ def backoff(
         raise DownloadError(_gave_up(request, attempt, fault)) from fault
     delay = policy.delay(attempt - 1, request.rng, retry_after)
     report(request, f"Retry {attempt} of {policy.retries} in {delay:.1f} s: {fault}")
-    request.sleep(delay)
+    (sleep or request.sleep)(delay)
     return attempt
-
-
-# -- the download ------------------------------------------------------------------
 
 
 def _gave_up(request: FetchRequest, attempts: int, fault: DownloadError) -> str:
@@ -417,13 +482,93 @@ def transient_status(request: FetchRequest, response: Response) -> TransientStat
     return TransientStatus(fault, retry_after, error_for(request, response))
 
 
-def write_all(f: Any, chunk: memoryview, path: str) -> None:
-    try:
-        written = f.write(chunk)
-        while written < len(chunk):
-            written += f.write(chunk[written:])
-    except OSError as exc:
-        raise disk_error(exc, path, "write") from exc
+# -- the one body loop -------------------------------------------------------------
+
+
+class Stopped(Exception):
+    """The body loop was told to stop (another parallel range failed)."""
+
+
+class MemorySink:
+    """A body kept in memory, up to ``limit`` bytes (a listing page, a small document)."""
+
+    def __init__(self, limit: int, source: str) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+        self._source = source
+
+    def write(self, chunk: memoryview) -> None:
+        """Keep ``chunk``; refuse past the limit."""
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise DownloadError(f"{self._source} sent more than {self._limit} bytes")
+        self._chunks.append(bytes(chunk))
+
+    def getvalue(self) -> bytes:
+        """Everything written, in one piece."""
+        return b"".join(self._chunks)
+
+
+def read_body(
+    response: Response,
+    sink: Sink,
+    length: int | None,
+    on_bytes: Callable[[int], None],
+    verifier: Verifier | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> None:
+    """Read ``response``'s body into ``sink``: the one loop every body goes through.
+
+    The whole file and a resumed one (a :class:`~._partfile.Writer` at the
+    offset), each parallel range (a writer at the range's start), a small
+    file of a batch (the same, in one read and one write), a listing page
+    (a :class:`MemorySink`). Bytes go through this thread's page-aligned
+    buffer; ``readinto`` fills it (or hands over what came within 0.2 s).
+
+    Parameters
+    ----------
+    response : Response
+        Its head read; its body not.
+    sink : object
+        ``sink.write(memoryview)`` takes each chunk.
+    length : int or None
+        Bytes to read; never more (a body that goes on past a known size is
+        cut there). None: to the end of the body.
+    on_bytes : callable
+        Called with the size of each chunk once written (progress, locks).
+    verifier : Verifier, optional
+        Fed each chunk after it is written.
+    stop : callable, optional
+        Checked before each read; True raises :class:`Stopped`.
+
+    Raises
+    ------
+    ConnectionFault
+        When the body ends before ``length`` bytes (or the network fails).
+    Stopped
+        When ``stop()`` said so.
+    """
+    view = buffer()
+    full = len(view)
+    readinto = response.readinto
+    write = sink.write
+    left = length
+    while left is None or left > 0:
+        if stop is not None and stop():
+            raise Stopped()
+        n = readinto(view if left is None or left >= full else view[:left])
+        if not n:
+            if left is not None:
+                raise ConnectionFault(f"the body of {response.url} ended {left} bytes early")
+            return
+        chunk = view[:n]
+        write(chunk)
+        if verifier is not None:
+            verifier.update(chunk)
+        if left is not None:
+            left -= n
+        on_bytes(n)
 
 
 def hash_prefix(verifier: Verifier, path: str, length: int) -> None:
@@ -447,34 +592,33 @@ def fetch_bytes(
 ) -> bytes:
     """GET ``request.url`` into memory (listings, small documents), with retries.
 
+    One :func:`retrying` loop around request and body: at most
+    ``retries + 1`` requests, whatever fails.
+
     Raises
     ------
     DownloadError
         As :func:`fetch` does for a refused request or a body over ``limit``.
     """
-    policy = RetryPolicy(request.retries)
-    attempt = 0
-    while True:
-        response = with_retries(request, lambda: open_url(request, transport, "GET", {}))
+
+    def attempt() -> bytes:
+        response = answer(request, transport, "GET", {})
         if response.status != 200:
             raise error_for(request, response)
-        chunks: list[bytes] = []
-        size = 0
+        sink = MemorySink(limit, request.url)
         try:
-            while True:
-                chunk = response.read(1024 * 1024)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    response.close()
-                    raise DownloadError(f"{request.url} sent more than {limit} bytes")
-                chunks.append(chunk)
-        except ConnectionFault as fault:
-            attempt = backoff(request, policy, attempt, fault, None)
-            continue
-        response.release()
-        return b"".join(chunks)
+            read_body(response, sink, length_of(response), _ignore)
+            response.release()
+        except BaseException:
+            response.close()
+            raise
+        return sink.getvalue()
+
+    return retrying(request, attempt)
+
+
+def _ignore(n: int) -> None:
+    pass
 
 
 def make_sink(request: FetchRequest) -> Any:

@@ -2,11 +2,13 @@
 
 The object is split into as many equal ranges as connections, so that all
 finish together (a queue of small parts leaves connections idle in its last
-wave). Each range is one ranged GET written into a preallocated ``.part``
-with ``os.pwrite``, retried on its own from the byte it reached. The part
-map in ``.part.json`` records how far each range got, so an interrupted
-download resumes only what is missing; ``If-Range`` (S3: ``If-Match``) on
-every request makes sure no range comes from another version of the object.
+wave). Each range is one ranged GET whose body the engine's body loop
+writes into a preallocated ``.part`` at the range's place, retried by the
+one retry loop from the byte it reached. The part map in ``.part.json``
+records how far each range got, so an interrupted download resumes only
+what is missing; ``If-Range`` (S3: ``If-Match``) on every request makes
+sure no range comes from another version of the object. When one range
+fails, the others stop at once: their answers are cut, their waits end.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import time
 
 from . import _exchange, _httputil
 from ._errors import DownloadError
-from ._partfile import _NOFOLLOW, PartFile, disk_error
-from ._retry import RetryPolicy
+from ._exchange import Stopped
+from ._partfile import PartFile, Writer
 from ._transport import ConnectionFault
 
 TYPE_CHECKING = False
@@ -34,16 +36,8 @@ MIN_PART_SIZE = 4 * 1024 * 1024
 #: The engine's first request asks for this much from byte 0: a smaller
 #: object comes whole in one answer, a larger one tells its size and is split.
 FIRST_PART = 8 * 1024 * 1024
-#: A try that moved at least this much resets the retry count (here and in
-#: the single stream); less does not, so a server that sends a few bytes per
-#: connection cannot hold a download forever.
-MIN_PROGRESS = 64 * 1024
 #: How often (bytes per range) the part map is written to disk.
 _SAVE_EVERY = 8 * 1024 * 1024
-
-
-class _Aborted(Exception):
-    """Another range failed: stop this one (its connection is closed)."""
 
 
 class ObjectChanged(Exception):
@@ -95,28 +89,12 @@ class ParallelDownload:
         import threading  # only large files are split: small ones never pay for it
 
         self._lock = threading.Lock()
-        self._abort = threading.Event()
+        self._stop = threading.Event()
+        #: The answers being read now, cut when a range fails.
+        self._reading: set[Response] = set()
         self._unsaved = 0
         self._done = sum(p[2] for p in self.parts)
         self.sink: Any = None
-
-    # -- setup ----------------------------------------------------------------
-
-    def _open(self) -> int:
-        """Open (creating and preallocating if new) the ``.part``; return its fd."""
-        fresh = not os.path.exists(self.part.path)
-        try:
-            # Never through a link planted in place of the .part.
-            fd = os.open(self.part.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
-        except OSError as exc:
-            raise disk_error(exc, self.part.path, "create") from exc
-        if fresh or os.fstat(fd).st_size != self.size:
-            try:
-                _preallocate(fd, self.size)
-            except OSError as exc:
-                os.close(fd)
-                raise disk_error(exc, self.part.path, "allocate") from exc
-        return fd
 
     # -- the run --------------------------------------------------------------
 
@@ -131,7 +109,7 @@ class ParallelDownload:
 
         try:
             self.part.save_state(self.state)
-            fd = self._open()
+            fd = self.part.open_preallocated(self.size)
         except BaseException:
             if first is not None:
                 first.close()
@@ -146,13 +124,16 @@ class ParallelDownload:
                     pool.submit(self._fetch_range, fd, p, first if p[0] == 0 else None)
                     for p in todo
                 ]
-                errors = []
-                for future in futures:
-                    try:
-                        future.result()
-                    except BaseException as exc:
-                        self._abort.set()
-                        errors.append(exc)
+                errors: list[BaseException] = []
+                try:
+                    for future in futures:
+                        try:
+                            future.result()
+                        except Exception as exc:
+                            errors.append(exc)
+                except BaseException:
+                    self._stop_all()  # Ctrl-C: the ranges end now, not when done
+                    raise
             self._save()
             if errors:
                 raise _first_cause(errors)
@@ -174,7 +155,8 @@ class ParallelDownload:
             self._unsaved = 0
             self.part.save_state(self.state)
 
-    def _progress(self, n: int) -> None:
+    def _progress(self, part: list[int], n: int) -> None:
+        part[2] += n
         with self._lock:
             self._done += n
             self._unsaved += n
@@ -184,29 +166,39 @@ class ParallelDownload:
             self._save()
         self.lock.refresh(time.time())
 
+    def _stop_all(self) -> None:
+        """Another range failed: end every range now (their reads and their waits)."""
+        self._stop.set()
+        with self._lock:
+            reading = list(self._reading)
+        for response in reading:
+            response.abort()
+
     # -- one range --------------------------------------------------------------
 
     def _fetch_range(self, fd: int, part: list[int], first: Response | None) -> None:
-        policy = RetryPolicy(self.request.retries)
-        attempt = 0
-        while part[0] + part[2] <= part[1]:
-            if self._abort.is_set():
-                if first is not None:
-                    first.close()
-                return
-            before = part[2]
-            try:
-                response, first = first, None
-                self._stream_range(fd, part, response)
-            except _Aborted:
-                return
-            except ConnectionFault as fault:
-                attempt = 0 if part[2] - before >= MIN_PROGRESS else attempt
-                attempt = _exchange.backoff(self.request, policy, attempt, fault, None)
-            except _exchange.TransientStatus as status:
-                attempt = _exchange.backoff(
-                    self.request, policy, attempt, status.fault, status.retry_after, status.error
-                )
+        """One range, retried from the byte it reached, until it is on disk or stopped."""
+        pending = [first] if first is not None else []
+
+        def attempt() -> None:
+            # An answer may cover less than the range (the engine's first one
+            # does): the rest is asked for at once, on the same connection.
+            while part[0] + part[2] <= part[1]:
+                response = pending.pop() if pending else None
+                self._attempt_range(fd, part, response)
+
+        try:
+            _exchange.retrying(
+                self.request, attempt, progress=lambda: part[2], sleep=self._stop.wait
+            )
+        except Stopped:
+            pass
+        except BaseException:
+            self._stop_all()
+            raise
+        finally:
+            for response in pending:
+                response.close()  # never used: stopped before its first try
 
     def _range_headers(self, part: list[int]) -> dict[str, str]:
         headers = {"Range": _httputil.format_range(part[0] + part[2], part[1])}
@@ -216,16 +208,32 @@ class ParallelDownload:
             headers["If-Range"] = self.state["validator"]
         return headers
 
-    def _stream_range(self, fd: int, part: list[int], response: Response | None) -> None:
-        start = part[0] + part[2]
+    def _attempt_range(self, fd: int, part: list[int], response: Response | None) -> None:
+        if self._stop.is_set():
+            if response is not None:
+                response.close()
+            raise Stopped()
         if response is None:
             headers = self._range_headers(part)
             response = _exchange.open_url(self.request, self.transport, "GET", headers)
+        with self._lock:
+            self._reading.add(response)
+        try:
+            self._read_range(fd, part, response)
+            response.release()
+        except BaseException:
+            response.close()  # mid-body or refused: the connection cannot be reused
+            raise
+        finally:
+            with self._lock:
+                self._reading.discard(response)
+
+    def _read_range(self, fd: int, part: list[int], response: Response) -> None:
+        start = part[0] + part[2]
         status = response.status
         if _httputil.is_transient_status(status):
             raise _exchange.transient_status(self.request, response)
         if status in (200, 412, 416):
-            response.close()
             raise ObjectChanged(f"HTTP {status} for a range of {self.request.label}")
         if status != 206:
             raise _exchange.error_for(self.request, response)
@@ -236,37 +244,17 @@ class ParallelDownload:
             or content_range.end is None
             or content_range.end < start
         ):
-            response.close()
             raise ObjectChanged(
                 f"unexpected Content-Range {response.headers.get('Content-Range')!r}"
             )
-        # An answer may cover less than the range (the engine's first one
-        # does): read what it covers; the caller asks for the rest.
         end = min(part[1], content_range.end)
-        try:
-            self._read_range(fd, part, response, start, end)
-        except BaseException:
-            response.close()  # mid-body: the connection cannot be reused
-            raise
-        response.release()
-
-    def _read_range(
-        self, fd: int, part: list[int], response: Response, start: int, end: int
-    ) -> None:
-        view = _exchange.buffer()
-        remaining = end + 1 - start
-        position = start
-        while remaining > 0:
-            if self._abort.is_set():
-                raise _Aborted()
-            n = response.readinto(view[: min(len(view), remaining)])
-            if not n:
-                raise ConnectionFault(f"{self.request.label}: range ended at byte {position}")
-            _pwrite_all(fd, view[:n], position, self.part.path)
-            position += n
-            remaining -= n
-            part[2] += n
-            self._progress(n)
+        _exchange.read_body(
+            response,
+            Writer(fd, start, self.part.path),
+            end + 1 - start,
+            lambda n: self._progress(part, n),
+            stop=self._stop.is_set,
+        )
 
     # -- the end ----------------------------------------------------------------
 
@@ -282,30 +270,6 @@ def _first_cause(errors: list[BaseException]) -> BaseException:
         if isinstance(error, ObjectChanged):
             return error
     for error in errors:
-        if not isinstance(error, ConnectionFault):
+        if not isinstance(error, (ConnectionFault, Stopped)):
             return error
     return errors[0]
-
-
-def _preallocate(fd: int, size: int) -> None:
-    # Reserving the space up front turns a full disk into an error now,
-    # not at 90 %; where the file system cannot, a sparse file will do.
-    fallocate = getattr(os, "posix_fallocate", None)
-    if fallocate is not None:
-        try:
-            fallocate(fd, 0, size)
-            return
-        except OSError as exc:
-            if exc.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: not supported here
-                raise
-    os.ftruncate(fd, size)
-
-
-def _pwrite_all(fd: int, chunk: memoryview, position: int, path: str) -> None:
-    try:
-        while chunk:
-            written = os.pwrite(fd, chunk, position)
-            chunk = chunk[written:]
-            position += written
-    except OSError as exc:
-        raise disk_error(exc, path, "write") from exc

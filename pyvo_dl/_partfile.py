@@ -149,23 +149,44 @@ class PartFile:
             _remove(tmp)
             raise disk_error(exc, self.state_path, "write") from exc
 
-    def open(self, offset: int) -> Any:
-        """Open the ``.part`` unbuffered for writing at ``offset`` (truncating there)."""
+    def open_at(self, offset: int) -> Writer:
+        """Open the ``.part`` for writing from ``offset`` on (cut there: what follows is stale)."""
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
         except OSError as exc:
             raise disk_error(exc, self.path, "create") from exc
-        f = os.fdopen(fd, "wb", buffering=0)
         try:
             # Only when needed: truncating a file (even a new, empty one)
             # makes ext4 flush all of it to disk when it is closed.
             if os.fstat(fd).st_size != offset:
-                f.truncate(offset)
-            f.seek(offset)
+                os.ftruncate(fd, offset)
+            if _PWRITE is None:
+                os.lseek(fd, offset, os.SEEK_SET)
         except OSError as exc:
-            f.close()
+            os.close(fd)
             raise disk_error(exc, self.path, "write") from exc
-        return f
+        return Writer(fd, offset, self.path)
+
+    def open_preallocated(self, size: int) -> int:
+        """Open (creating it if new) the ``.part`` of an object of ``size`` bytes; its fd.
+
+        The space is reserved up front where the file system can: a full
+        disk is an error now, not at 90 %; elsewhere a sparse file will do.
+        Ranges are then written into it with :class:`Writer`.
+        """
+        fresh = not os.path.exists(self.path)
+        try:
+            # Never through a link planted in place of the .part.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "create") from exc
+        try:
+            if fresh or os.fstat(fd).st_size != size:
+                _preallocate(fd, size)
+        except OSError as exc:
+            os.close(fd)
+            raise disk_error(exc, self.path, "allocate") from exc
+        return fd
 
     def discard(self) -> None:
         """Remove the ``.part`` file and its state."""
@@ -180,6 +201,68 @@ class PartFile:
             raise disk_error(exc, self.target, "move the finished download to") from exc
         if self.has_state:
             _remove(self.state_path)
+
+
+#: os.pwrite: every POSIX system; elsewhere (Windows) a sequential writer seeks once.
+_PWRITE = getattr(os, "pwrite", None)
+
+
+class Writer:
+    """Writes a body into a ``.part`` from ``position`` on: the disk end of the body loop.
+
+    Parameters
+    ----------
+    fd : int
+        Open for writing; several writers may share it (parallel ranges):
+        each writes at its own position with ``os.pwrite``.
+    position : int
+        Where the next byte goes.
+    path : str
+        The ``.part``, for messages.
+    """
+
+    def __init__(self, fd: int, position: int, path: str) -> None:
+        self.fd = fd
+        self.position = position
+        self.path = path
+
+    def write(self, chunk: memoryview) -> None:
+        """Write all of ``chunk`` at the current position and move past it.
+
+        Raises
+        ------
+        DownloadError
+            Naming the ``.part`` (a full disk keeps ``errno``).
+        """
+        fd, position = self.fd, self.position
+        try:
+            while chunk:
+                if _PWRITE is not None:
+                    written = _PWRITE(fd, chunk, position)
+                else:
+                    written = os.write(fd, chunk)
+                chunk = chunk[written:]
+                position += written
+        except OSError as exc:
+            raise disk_error(exc, self.path, "write") from exc
+        finally:
+            self.position = position
+
+    def close(self) -> None:
+        """Close the file (a writer that shares its fd leaves that to the owner)."""
+        os.close(self.fd)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, size)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # not supported here
+                raise
+    os.ftruncate(fd, size)
 
 
 def _remove(path: str) -> None:

@@ -239,6 +239,13 @@ class _HeadTimedStream(io.RawIOBase):
             self.ended_in_head = True
         return n
 
+    def shutdown(self) -> None:
+        """End the connection now, from any thread: a read blocked on it returns."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass  # closed already
+
     def end_head(self, timeout: float) -> None:
         """From now on, ``timeout`` is the idle time allowed per read."""
         if self._deadline is not None and self._reads > 1:
@@ -657,6 +664,9 @@ class _TLSInTLS:
     def setsockopt(self, *args: Any) -> None:
         self._outer.setsockopt(*args)
 
+    def shutdown(self, how: int) -> None:
+        self._outer.shutdown(how)
+
     def stream_closed(self) -> None:
         self._streams -= 1
         if self._closed and self._streams <= 0:
@@ -825,6 +835,14 @@ class StdlibResponse:
         else:
             raw.close()
             conn.close()
+
+    def abort(self) -> None:
+        """From another thread: cut this answer now; the reader gets a network fault.
+
+        Closing a socket does not wake a thread blocked reading it; shutting
+        it down does. The reading thread then closes the response itself.
+        """
+        self._raw.stream.shutdown()
 
     def close(self) -> None:
         """Abandon the response and its connection."""
@@ -1263,6 +1281,10 @@ class SessionResponse:
 
     def release(self) -> None:
         """Finish with the response."""
+        self._resp.close()
+
+    def abort(self) -> None:
+        """From another thread: cut the answer (as far as the session lets it be cut)."""
         self._resp.close()
 
     def close(self) -> None:

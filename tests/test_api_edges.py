@@ -86,7 +86,7 @@ def test_no_resource_warning_at_exit(http_server: FaultServer, tmp_path: Path) -
 
 
 def test_batch_request_builder_takes_http_downloads_parameters() -> None:
-    """download_many's short path builds requests with http_download's own defaults.
+    """download_many's items build requests with http_download's own defaults.
 
     _http_request repeats http_download's signature (the public one must be
     spelled out for pyvo's users and the docs); this keeps the two equal. Its

@@ -269,7 +269,7 @@ def test_recursive_missing_bucket_is_one_failed_item(s3_endpoint: str, tmp_path:
     assert results[0].code == "NoSuchBucket"
 
 
-# -- download_many's short path for small new files (engine.fetch_small) ------
+# -- download_many's small new files: one GET, one read, one write, one rename --
 
 
 def _one(http_server: FaultServer, tmp_path: Path, path: str, **kwargs: object) -> object:
@@ -305,7 +305,7 @@ def test_small_path_hands_a_large_body_on_without_asking_twice(
 def test_small_path_retries_a_transient_status_once_per_attempt(
     http_server: FaultServer, tmp_path: Path
 ) -> None:
-    """503 then 200: two requests, as without the short path (the 503 counts as attempt 1)."""
+    """503 then 200: two requests (the 503 counts as attempt 1)."""
     http_server.add_file("/s/b.fits", _body(2))
     http_server.set_fault("/s/b.fits", status=503, retry_after="0", times=1)
     assert _one(http_server, tmp_path, "/s/b.fits", retries=1) == str(tmp_path / "out.fits")
