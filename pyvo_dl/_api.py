@@ -44,20 +44,41 @@ def _version_agent() -> str:
     return _USER_AGENT[0]
 
 
+#: The ranges the numeric arguments must be in (issue 16.9). A larger
+#: timeout is "wait forever" in practice and overflows the socket layer
+#: (inf, 1e308, 10**400); more retries or connections than these are typos.
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_RETRIES = 100
+MAX_CONNECTIONS = 64
+
+
+def _whole_in_range(name: str, value: Any, low: int, high: int, none_ok: bool = False) -> None:
+    """Refuse anything but a whole number from ``low`` to ``high``, naming ``name``."""
+    if none_ok and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        also = " or None" if none_ok else ""
+        raise ValueError(f"{name} must be a whole number from {low} to {high}{also}, not {value!r}")
+
+
 def _check_common(timeout: Any, retries: Any, connections: Any) -> float:
     """Validate the shared keyword arguments; return the timeout in seconds."""
     if timeout is None:
         from ._exchange import DEFAULT_TIMEOUT
 
         timeout = DEFAULT_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
-    if connections is not None and (
-        isinstance(connections, bool) or not isinstance(connections, int) or connections < 1
+    # Compared before float(): 10**400 is an int float() cannot hold.
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= MAX_TIMEOUT
     ):
-        raise ValueError(f"connections must be a whole number >= 1 or None, not {connections!r}")
+        raise ValueError(
+            f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g} "
+            f"(a week), or None for 60, not {timeout!r}"
+        )
+    _whole_in_range("retries", retries, 0, MAX_RETRIES)
+    _whole_in_range("connections", connections, 1, MAX_CONNECTIONS, none_ok=True)
     return float(timeout)
 
 
@@ -182,8 +203,15 @@ def _check_headers(headers: Any) -> dict[str, str]:
     for name, value in items.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise ValueError(f"headers must map str to str; bad entry {name!r}: {value!r}")
-        if any(c in name + value for c in "\r\n\0"):
-            raise ValueError(f"header {name!r} contains a line break or NUL")
+        if not name or name.strip(_TOKEN_CHARS):
+            # RFC 9110 §5.1: a field name is a token; a space, a colon or a
+            # control character would make a malformed or a second header line.
+            raise ValueError(
+                f"header name {name!r} is not a valid field name: use letters, digits "
+                "and !#$%&'*+-.^_`|~ only (no spaces, colons or control characters)"
+            )
+        if any(c in value for c in "\r\n\0") or not (value.replace("\t", " ")).isprintable():
+            raise ValueError(f"header {name!r} has a line break or control character in its value")
         harmless = name.lower() == "accept-encoding" and value.strip().lower() == "identity"
         if name.lower() in _OWNED_HEADERS and not harmless:
             raise ValueError(
@@ -192,6 +220,9 @@ def _check_headers(headers: Any) -> dict[str, str]:
             )
     return items
 
+
+#: The characters of an RFC 9110 token (a header field name).
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 #: Headers the download machinery owns; a caller's would break resume or sizes.
 _OWNED_HEADERS = frozenset(
@@ -274,7 +305,7 @@ def http_download(
         reports, it is returned without downloading.
     timeout : float, optional
         Seconds without progress (connecting or reading) before a try is
-        abandoned; None means 60 s.
+        abandoned, above 0 and at most a week (604800); None means 60 s.
     session : requests.Session, optional
         A requests-like session to send the requests through (pyvo's
         authenticated sessions); by default the standard library is used.
@@ -286,18 +317,19 @@ def http_download(
     resume : bool, optional
         Continue a ``.part`` left by an interrupted call (default True).
     retries : int, optional
-        How many times a transient fault is retried (default 5).
+        How many times a transient fault is retried, 0 to 100 (default 5).
     checksum : str, optional
         ``"sha256:<hex>"``, ``"md5:<hex>"``, or any ``hashlib`` name; a
         mismatch raises `~pyvo_dl.IntegrityError` and keeps no file.
     headers : dict, optional
-        Extra request headers.
+        Extra request headers: names are RFC 9110 tokens (no spaces, colons
+        or control characters), values have no line breaks or controls.
     progress : bool or callable, optional
         True (default): a bar on a terminal, one line elsewhere; False:
         silent; a callable is called with ``(bytes_done, total_or_None)``.
     connections : int, optional
-        Parallel ranged connections for one large file (default: 1, as
-        archive servers are shared). A file of at least two parts (4 MiB
+        Parallel ranged connections for one large file, 1 to 64 (default:
+        1, as archive servers are shared). A file of at least two parts (4 MiB
         each) from a server that serves ranges is split into ``connections``
         equal ranges, fetched at once and resumed range by range.
     ssl_context : ssl.SSLContext, optional
@@ -522,7 +554,8 @@ def aws_download(
         If True and the file exists with the object's size, return it
         without downloading (default False, as in pyvo).
     timeout : float, optional
-        Seconds without progress before a try is abandoned; None means 60 s.
+        Seconds without progress before a try is abandoned, at most a week;
+        None means 60 s.
     aws_profile : str, optional
         A profile in ``~/.aws/config`` / ``~/.aws/credentials`` to sign with.
     session : boto3.session.Session or botocore.session.Session, optional
@@ -543,8 +576,8 @@ def aws_download(
     resume, retries, checksum, progress
         As for `http_download`.
     connections : int, optional
-        Parallel ranged GETs for one large object (default: 8 for objects
-        of at least 8 MiB; smaller ones use one).
+        Parallel ranged GETs for one large object, 1 to 64 (default: 8 for
+        objects of at least 8 MiB; smaller ones use one).
     recursive : bool, optional
         Treat the key as a prefix (``s3://bucket/prefix/``): list it and
         download every object under it into ``local_filepath`` (a folder,
@@ -743,7 +776,7 @@ def download_many(
     dest_dir : str or os.PathLike, optional
         The folder for the files (default: the current folder).
     workers : int, optional
-        Downloads running at once (default 8).
+        Downloads running at once, 1 to 256 (default 8).
     max_per_host : int, optional
         Downloads running at once against one host (default: ``workers``).
     executor : concurrent.futures.Executor, optional

@@ -106,24 +106,34 @@ class _UsageError(Exception):
 # -- argument types ----------------------------------------------------------------
 
 
-def _whole(text: str, minimum: int, what: str) -> int:
+def _whole(text: str, minimum: int, maximum: int) -> int:
     import argparse
 
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"the value must be a whole number, not {text!r}"
+        ) from None
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, not {text!r}")
+        raise argparse.ArgumentTypeError(f"the value must be at least {minimum}, not {text!r}")
+    if value > maximum:
+        raise argparse.ArgumentTypeError(f"the value must be at most {maximum}, not {text!r}")
     return value
 
 
-def _positive_int(text: str) -> int:
-    return _whole(text, 1, "the value")
+def _jobs(text: str) -> int:
+    from ._many import MAX_WORKERS
+
+    return _whole(text, 1, MAX_WORKERS)
 
 
-def _count(text: str) -> int:
-    return _whole(text, 0, "the value")
+def _connections(text: str) -> int:
+    return _whole(text, 1, _api.MAX_CONNECTIONS)
+
+
+def _retries(text: str) -> int:
+    return _whole(text, 0, _api.MAX_RETRIES)
 
 
 def _seconds(text: str) -> float:
@@ -134,8 +144,11 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = float("nan")
     # "not value > 0" also refuses nan; inf would mean "wait forever" (SPEC §2.1).
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    if not 0 < value <= _api.MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {_api.MAX_TIMEOUT:g} "
+            f"(a week), not {text!r}"
+        )
     return value
 
 
@@ -280,11 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("transfer")
     group.add_argument(
-        "-j", "--jobs", metavar="N", type=_positive_int, default=8,
+        "-j", "--jobs", metavar="N", type=_jobs, default=8,
         help="files downloaded at once (default: 8)",
     )  # fmt: skip
     group.add_argument(
-        "--connections", metavar="N", type=_positive_int,
+        "--connections", metavar="N", type=_connections,
         help="parallel ranged connections for one large file (default: the library's choice)",
     )  # fmt: skip
     group.add_argument(
@@ -300,7 +313,7 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         help="give up a try after this long without progress (default: 60)",
     )  # fmt: skip
     group.add_argument(
-        "--retries", metavar="N", type=_count,
+        "--retries", metavar="N", type=_retries,
         help=f"retries of a transient fault, per file (default: {_api.DEFAULT_RETRIES})",
     )  # fmt: skip
     group.add_argument(

@@ -122,8 +122,8 @@ def check_url(url: str) -> str:
     TypeError
         When ``url`` is not a string.
     ValueError
-        Naming the URL, when it contains control characters,
-        cannot be parsed (bad port, unclosed ``[``), is not http/https, or
+        Naming the URL, when it contains control characters or a lone
+        surrogate, cannot be parsed (bad port, unclosed ``[``), is not http/https, or
         has no host or an invalid one.
 
     Examples
@@ -137,6 +137,13 @@ def check_url(url: str) -> str:
     """
     if not isinstance(url, str):
         raise TypeError(f"URL {url!r} is not a string")
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (a file name decoded with surrogateescape, say)
+            # cannot be percent-encoded as UTF-8.
+            raise ValueError(f"URL {url!r} is not valid Unicode text (a lone surrogate)") from None
     text = url.strip()
     plain = split_plain(text)
     if plain is not None:

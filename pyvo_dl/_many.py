@@ -48,6 +48,10 @@ class NameIn(str):
     __slots__ = ()
 
 
+#: Threads one download_many call may start: more is a typo (10**6 threads
+#: would exhaust the process), and the network would not go faster.
+MAX_WORKERS: Final = 256
+
 #: The keys a mapping item may have (SPEC §2.3).
 ITEM_KEYS: Final = ("source", "local_filepath", "checksum")
 
@@ -218,16 +222,23 @@ def download_many(
     I+N, ... of the planned list (prefixes already expanded), for job
     arrays. Returns ``(source, path or exception)`` for each item kept.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a whole number >= 1, not {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
     if "checksum" in kwargs:
         raise ValueError(
             "checksum= names one file; give it per item ({'source': ..., 'checksum': ...}) "
             "or per call of http_download/aws_download"
         )
     per_host = workers if max_per_host is None else max_per_host
-    if isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1:
-        raise ValueError(f"max_per_host must be a whole number >= 1, not {max_per_host!r}")
+    if (
+        isinstance(per_host, bool)
+        or not isinstance(per_host, int)
+        or not 1 <= per_host <= MAX_WORKERS
+    ):
+        raise ValueError(
+            f"max_per_host must be a whole number from 1 to {MAX_WORKERS} or None, "
+            f"not {max_per_host!r}"
+        )
     everything = plan_items(items, os.fspath(dest_dir))
     planned = [everything[i] for i in take_shard(len(everything), shard)]
     results: list[Any] = [

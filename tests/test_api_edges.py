@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 
@@ -135,3 +136,97 @@ def test_a_forgotten_keep_alive_pool_closes_its_idle_sockets(
         gc.collect()
     leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaked == []
+
+
+# -- numbers and text at the edges (issue 16.9) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": float("inf")}, "timeout must be a number of seconds above 0 and at most"),
+        ({"timeout": 1e308}, "not 1e+308"),
+        ({"timeout": 10**400}, "timeout must be a number of seconds"),
+        ({"timeout": float("nan")}, "not nan"),
+        ({"timeout": 0}, "not 0"),
+        ({"timeout": -1.0}, "not -1.0"),
+        ({"timeout": "60"}, "not '60'"),
+        ({"retries": 10**400}, "retries must be a whole number from 0 to 100"),
+        ({"retries": 101}, "not 101"),
+        ({"retries": -1}, "not -1"),
+        ({"connections": 10**6}, "connections must be a whole number from 1 to 64 or None"),
+        ({"connections": 0}, "not 0"),
+    ],
+)
+@pytest.mark.parametrize("function", ["http_download", "aws_download"])
+def test_numbers_out_of_range_are_value_errors_naming_them(
+    function: str, kwargs: dict[str, object], message: str, in_tmp: Path
+) -> None:
+    """Never a raw OverflowError, nor "unexpected error" at the first read."""
+    source = "http://127.0.0.1:9/x.fits" if function == "http_download" else "s3://bkt/x.fits"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        getattr(pyvo_dl, function)(source, progress=False, **kwargs)
+
+
+def test_the_largest_timeout_is_accepted(http_server: FaultServer, in_tmp: Path) -> None:
+    url = http_server.add_file("/t/x.fits", DATA)
+    assert pyvo_dl.http_download(url, timeout=7 * 24 * 3600, progress=False) == "x.fits"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": 10**6}, "workers must be a whole number from 1 to 256"),
+        ({"workers": 0}, "workers must be a whole number from 1 to 256"),
+        ({"max_per_host": 10**400}, "max_per_host must be a whole number from 1 to 256"),
+    ],
+)
+def test_download_many_numbers_out_of_range(
+    kwargs: dict[str, object], message: str, http_server: FaultServer, in_tmp: Path
+) -> None:
+    url = http_server.add_file("/n/x.fits", DATA)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pyvo_dl.download_many([url], progress=False, **kwargs)
+    assert http_server.requests == []
+
+
+def test_download_many_item_options_out_of_range_are_each_items_error(
+    http_server: FaultServer, in_tmp: Path
+) -> None:
+    url = http_server.add_file("/n/y.fits", DATA)
+    (result,) = pyvo_dl.download_many([url], progress=False, timeout=float("inf"))
+    assert isinstance(result, ValueError)
+    assert "timeout must be a number of seconds" in str(result)
+    assert http_server.requests == []
+
+
+@pytest.mark.parametrize("function", ["http_download", "download"])
+def test_a_url_with_a_lone_surrogate_is_a_value_error_naming_it(function: str) -> None:
+    url = "http://127.0.0.1:9/obs\udc80.fits"
+    with pytest.raises(ValueError, match="lone surrogate") as info:
+        getattr(pyvo_dl, function)(url, progress=False)
+    assert repr(url) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["", "X Custom", "X-Custom:", "X:Custom", "X\tTab", "X\x01", "Caf\u00e9", " X"]
+)
+def test_header_names_must_be_tokens(name: str, http_server: FaultServer, in_tmp: Path) -> None:
+    url = http_server.add_file("/h/x.fits", DATA)
+    with pytest.raises(ValueError, match="is not a valid field name") as info:
+        pyvo_dl.http_download(url, headers={name: "1"}, progress=False)
+    assert repr(name) in str(info.value)
+    assert http_server.requests == []
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\x00", "a\x07b"])
+def test_header_values_without_controls(value: str, in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        pyvo_dl.http_download("http://127.0.0.1:9/x.fits", headers={"X-A": value}, progress=False)
+
+
+def test_a_header_value_may_hold_tabs_and_spaces(http_server: FaultServer, in_tmp: Path) -> None:
+    url = http_server.add_file("/h/ok.fits", DATA)
+    pyvo_dl.http_download(url, headers={"X-Note": "a b\tc"}, progress=False)
+    (request,) = http_server.requests_for("/h/ok.fits", "GET")
+    assert request.headers["x-note"] == "a b\tc"
