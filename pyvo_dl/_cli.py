@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any, Final, Optional, Sequence, Tuple
 
-    Item = Tuple[str, Optional[str]]
+    #: One line of a list: the source, the local path, the checksum.
+    Item = Tuple[str, Optional[str], Optional[str]]
 
 __all__ = [
     "EXIT_FAILED",
@@ -70,10 +71,12 @@ one; a file is only put in place once its size (and checksum) is verified.
 
 _EPILOG: Final = """\
 list files (-i):
-  One source per line; blank lines and lines starting with '#' are skipped.
-  A line may name the local path after the source, separated by a TAB (or,
-  after an http(s) URL, by spaces: an S3 key may itself contain spaces). A
-  relative local path is under -d DIR.
+  One file per line: SOURCE [PATH] [ALG:HEX]. Blank lines and lines starting
+  with '#' are skipped. The local PATH follows the source after a TAB (or,
+  after an http(s) URL, after spaces: an S3 key may itself contain spaces);
+  a relative PATH is under -d DIR. A last field ALG:HEX (sha256:..., md5:...,
+  any hashlib name, crc32c) is the file's checksum: a file that does not
+  match it is not kept and counts as failed.
 
 exit status:
   0 all downloads succeeded, 1 any failed (each failure is named on stderr),
@@ -353,7 +356,7 @@ def _is_s3(source: str) -> bool:
 
 
 def parse_list_line(line: str) -> Item | None:
-    """Parse one line of a ``-i`` list file.
+    """Parse one line of a ``-i`` list file: ``SOURCE [PATH] [ALG:HEX]``.
 
     Parameters
     ----------
@@ -363,32 +366,54 @@ def parse_list_line(line: str) -> Item | None:
     Returns
     -------
     tuple or None
-        ``(source, local_path or None)``; ``None`` for a blank line or a
-        comment (first non-blank character ``#``). A TAB separates the local
-        path; so do spaces after an http(s) URL, which cannot contain one,
-        but not after an ``s3://`` URI, whose key may.
+        ``(source, local_path or None, checksum or None)``; ``None`` for a
+        blank line or a comment (first non-blank character ``#``). A last
+        field of the form ``ALG:HEX`` with a known algorithm (``sha256``,
+        ``md5``, ``crc32c``, any ``hashlib`` name), after a TAB or spaces,
+        is the file's checksum. A TAB separates the local path; so do
+        spaces after an http(s) URL, which cannot contain one, but not
+        after an ``s3://`` URI, whose key may.
 
     Examples
     --------
-    >>> parse_list_line("https://h/a.fits  out/a.fits\\n")
-    ('https://h/a.fits', 'out/a.fits')
+    >>> parse_list_line("https://h/a.fits  out/a.fits\n")
+    ('https://h/a.fits', 'out/a.fits', None)
+    >>> parse_list_line("https://h/a.fits out/a.fits md5:" + "0" * 32)[2]
+    'md5:00000000000000000000000000000000'
     >>> parse_list_line("s3://b/obs 3052/notes.txt")
-    ('s3://b/obs 3052/notes.txt', None)
-    >>> parse_list_line("s3://b/obs 3052/notes.txt\\tnotes.txt")
-    ('s3://b/obs 3052/notes.txt', 'notes.txt')
+    ('s3://b/obs 3052/notes.txt', None, None)
+    >>> parse_list_line("s3://b/obs 3052/notes.txt\tnotes.txt")
+    ('s3://b/obs 3052/notes.txt', 'notes.txt', None)
     >>> parse_list_line("  # a comment") is None
     True
     """
     text = line.strip()
     if not text or text.startswith("#"):
         return None
+    text, checksum = _split_checksum(text)
     if "\t" in text:
         source, _, local = text.partition("\t")
     elif _is_s3(text):
         source, local = text, ""
     else:
         source, _, local = text.partition(" ")
-    return source.strip(), local.strip() or None
+    return source.strip(), local.strip() or None, checksum
+
+
+def _split_checksum(text: str) -> tuple[str, str | None]:
+    """``text`` without its last field when that field is ``ALG:HEX``, and that field."""
+    cut = max(text.rfind(" "), text.rfind("\t"))
+    if cut < 0:
+        return text, None
+    field = text[cut + 1 :]
+    name, colon, _ = field.partition(":")
+    if not colon or not name or "/" in field:
+        return text, None
+    from ._integrity import is_algorithm
+
+    if not is_algorithm(name):
+        return text, None
+    return text[:cut].rstrip(), field
 
 
 def _read_list(path: str) -> list[Item]:
@@ -446,7 +471,7 @@ def _gather(args: argparse.Namespace) -> list[Item]:
     """Every source, from the arguments then the lists, checked against the options."""
     for source in args.sources:
         _check_scheme(source)
-    items: list[Item] = [(source, None) for source in args.sources]
+    items: list[Item] = [(source, None, None) for source in args.sources]
     for path in args.input:
         items.extend(_read_list(path))
     if not items:
@@ -458,8 +483,17 @@ def _gather(args: argparse.Namespace) -> list[Item]:
             raise _UsageError("-o names one file; with --recursive, name the folder with -d DIR")
     if args.checksum is not None:
         if len(items) != 1 or args.recursive:
-            raise _UsageError("--checksum names the digest of one file; give exactly one source")
+            raise _UsageError(
+                "--checksum names the digest of one file; give exactly one source "
+                "(a list names each file's checksum on its line: SOURCE [PATH] [ALG:HEX])"
+            )
         _check_checksum(args.checksum)
+        source, local, listed = items[0]
+        if listed is not None and listed != args.checksum:
+            raise _UsageError(
+                f"--checksum {args.checksum} differs from {listed} listed for {source}"
+            )
+        items = [(source, local, args.checksum)]
     return items
 
 
@@ -514,12 +548,12 @@ def _ca_context(path: str) -> Any:
 
 
 def _batch_items(items: Sequence[Item], args: argparse.Namespace) -> list[Any]:
-    """The ``download_many`` items: URLs, ``(source, path)`` pairs, a mapping for ``--checksum``."""
+    """The ``download_many`` items: URLs, ``(source, path)`` pairs, a mapping with a checksum."""
     batch: list[Any] = []
-    for source, given in items:
+    for source, given, checksum in items:
         local = args.output if args.output is not None else given
-        if args.checksum is not None:
-            batch.append({"source": source, "local_filepath": local, "checksum": args.checksum})
+        if checksum is not None:
+            batch.append({"source": source, "local_filepath": local, "checksum": checksum})
         else:
             batch.append(source if local is None else (source, local))
     return batch

@@ -32,6 +32,7 @@ __all__ = [
     "crc32c",
     "file_digests",
     "has_fast_crc32c",
+    "is_algorithm",
 ]
 
 #: Bytes read at a time by :func:`file_digests` (one buffer, reused).
@@ -76,6 +77,17 @@ def _canonical_algorithm(name: str) -> str | None:
         if candidate in known:
             return known[candidate]
     return None
+
+
+def is_algorithm(name: str) -> bool:
+    """Whether ``name`` is a checksum algorithm that ``Checksum.parse`` knows.
+
+    Examples
+    --------
+    >>> is_algorithm("SHA-256"), is_algorithm("crc32c"), is_algorithm("out")
+    (True, True, False)
+    """
+    return bool(name.strip()) and _canonical_algorithm(name) is not None
 
 
 def _digest_size(spec: str, algorithm: str) -> int:

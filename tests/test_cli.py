@@ -106,21 +106,37 @@ def _child_env() -> dict[str, str]:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("https://h/a.fits\n", ("https://h/a.fits", None)),
-        ("  https://h/a.fits  \r\n", ("https://h/a.fits", None)),
-        ("https://h/a.fits out/b.fits", ("https://h/a.fits", "out/b.fits")),
-        ("https://h/a.fits \t out/b c.fits", ("https://h/a.fits", "out/b c.fits")),
-        ("s3://b/obs 3052/notes.txt", ("s3://b/obs 3052/notes.txt", None)),
-        ("s3://b/obs 3052/notes.txt\tnotes.txt", ("s3://b/obs 3052/notes.txt", "notes.txt")),
-        ("S3://b/k#1.fits", ("S3://b/k#1.fits", None)),
-        ("https://h/a.fits#frag", ("https://h/a.fits#frag", None)),
+        ("https://h/a.fits\n", ("https://h/a.fits", None, None)),
+        ("  https://h/a.fits  \r\n", ("https://h/a.fits", None, None)),
+        ("https://h/a.fits out/b.fits", ("https://h/a.fits", "out/b.fits", None)),
+        ("https://h/a.fits \t out/b c.fits", ("https://h/a.fits", "out/b c.fits", None)),
+        ("s3://b/obs 3052/notes.txt", ("s3://b/obs 3052/notes.txt", None, None)),
+        ("s3://b/obs 3052/notes.txt\tnotes.txt", ("s3://b/obs 3052/notes.txt", "notes.txt", None)),
+        ("S3://b/k#1.fits", ("S3://b/k#1.fits", None, None)),
+        ("https://h/a.fits#frag", ("https://h/a.fits#frag", None, None)),
+        # SOURCE [PATH] [ALG:HEX] (issue 12.4): the last field, when it is a checksum.
+        (
+            "https://h/a.fits out/a.fits sha256:" + "ab" * 32,
+            ("https://h/a.fits", "out/a.fits", "sha256:" + "ab" * 32),
+        ),
+        ("https://h/a.fits\tMD5:" + "0" * 32, ("https://h/a.fits", None, "MD5:" + "0" * 32)),
+        (
+            "s3://b/obs 3052/n.txt\tn.txt\tcrc32c:e3069283",
+            ("s3://b/obs 3052/n.txt", "n.txt", "crc32c:e3069283"),
+        ),
+        ("s3://b/obs 3052/n.txt crc32:e3069283", ("s3://b/obs 3052/n.txt", None, "crc32:e3069283")),
+        # A bad digest with a known algorithm is still the checksum (and that item's error).
+        ("https://h/a.fits sha256:zz", ("https://h/a.fits", None, "sha256:zz")),
+        # Not an algorithm, or a path: the local path.
+        ("https://h/a.fits out:a.fits", ("https://h/a.fits", "out:a.fits", None)),
+        ("https://h/a.fits md5:x/y", ("https://h/a.fits", "md5:x/y", None)),
         ("", None),
         ("   \n", None),
         ("# comment", None),
         ("   # indented comment https://h/a.fits", None),
     ],
 )
-def test_parse_list_line(line: str, expected: tuple[str, str | None] | None) -> None:
+def test_parse_list_line(line: str, expected: tuple[str, str | None, str | None] | None) -> None:
     assert parse_list_line(line) == expected
 
 
@@ -473,6 +489,39 @@ def test_one_source_from_a_list_goes_to_its_local_path(
     (in_tmp / "one.txt").write_text(f"{url}\tkept/as.fits\n")
     assert main(["-q", "-i", "one.txt", "-d", "out", "--checksum", sha256(DATA)]) == 0
     assert (in_tmp / "out" / "kept" / "as.fits").read_bytes() == DATA
+
+
+def test_a_manifest_names_each_files_checksum(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``SOURCE [PATH] [ALG:HEX]``: a mismatch fails that file only (issue 12.4)."""
+    good = http_server.add_file("/m/good.fits", b"good bytes")
+    bad = http_server.add_file("/m/bad.fits", b"not what the manifest says")
+    plain = http_server.add_file("/m/plain.fits", b"plain")
+    (in_tmp / "manifest.txt").write_text(
+        f"{good} kept/good.fits {sha256(b'good bytes')}\n"
+        f"{bad}\t{sha256(b'the published bytes')}\n"
+        f"{plain}\n"
+    )
+    assert main(["-i", "manifest.txt", "-d", "out"]) == 1
+    assert (in_tmp / "out" / "kept" / "good.fits").read_bytes() == b"good bytes"
+    assert (in_tmp / "out" / "plain.fits").read_bytes() == b"plain"
+    assert not (in_tmp / "out" / "bad.fits").exists()
+    assert sorted(os.listdir(in_tmp / "out")) == ["kept", "plain.fits"]
+    err = capsys.readouterr().err
+    (failure,) = [line for line in err.splitlines() if "failed:" in line]
+    assert "sha256 mismatch for " + bad in failure
+    assert "2 downloaded, 0 resumed, 0 already present, 1 failed" in err
+
+
+def test_checksum_option_and_a_listed_checksum_must_agree(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = http_server.add_file(PATH, DATA)
+    (in_tmp / "one.txt").write_text(f"{url} {sha256(b'other')}\n")
+    assert main(["-q", "-i", "one.txt", "--checksum", sha256(DATA)]) == 2
+    assert "differs from" in capsys.readouterr().err
+    assert http_server.requests == []
 
 
 # ----------------------------------------------------------------- shards ---
