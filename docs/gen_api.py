@@ -39,8 +39,10 @@ CLASSES = (
     "HTTPStatusError",
     "S3Error",
     "IntegrityError",
+    "AllSourcesFailedError",
     "MissingDependencyError",
     "DownloadWarning",
+    "DownloadedPath",
 )
 #: numpydoc sections whose body is a list of ``name : type`` entries.
 ENTRY_SECTIONS = ("Parameters", "Other Parameters", "Returns", "Yields", "Raises", "Attributes")

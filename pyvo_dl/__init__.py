@@ -14,8 +14,9 @@ if _sys.version_info < (3, 8):  # noqa: UP036 - the check is for interpreters be
         raise SystemExit(_NEEDS)
     raise ImportError(_NEEDS)
 
-from ._api import aws_download, download, download_many, http_download
+from ._api import DownloadedPath, aws_download, download, download_many, http_download
 from ._errors import (
+    AllSourcesFailedError,
     DownloadError,
     DownloadWarning,
     HTTPStatusError,
@@ -25,8 +26,10 @@ from ._errors import (
 )
 
 __all__ = [
+    "AllSourcesFailedError",
     "DownloadError",
     "DownloadWarning",
+    "DownloadedPath",
     "HTTPStatusError",
     "IntegrityError",
     "MissingDependencyError",

@@ -93,16 +93,11 @@ def _parse_checksum(checksum: Any) -> list[Any]:
 
 
 def _local_path(local_filepath: Any, folder: bool = False) -> str | None:
-    if local_filepath is None:
+    from ._items import check_local_path
+
+    path = check_local_path(local_filepath, "local_filepath")
+    if path is None:
         return None
-    try:
-        path = os.fspath(local_filepath)
-    except TypeError:
-        raise ValueError(
-            f"local_filepath must be a path (str or os.PathLike), not {local_filepath!r}"
-        ) from None
-    if not isinstance(path, str) or not path or "\0" in path:
-        raise ValueError(f"local_filepath is not a usable path: {local_filepath!r}")
     if path.endswith(("/", os.sep)) and not folder:
         raise ValueError(
             f"local_filepath {path!r} names a folder; give a file path, for example "
@@ -437,6 +432,8 @@ _S3_ONLY = frozenset(
     }
 )
 _HTTP_ONLY = frozenset({"auth", "headers"})
+#: Options of the item, not of one source's download: the caller's order.
+_ITEM_ONLY = frozenset({"prefer"})
 
 
 def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
@@ -445,21 +442,98 @@ def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
 
 def _http_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The options of a mixed list that an http(s) item takes."""
-    options = _drop(kwargs, _S3_ONLY)
+    options = _drop(kwargs, _S3_ONLY | _ITEM_ONLY)
     if not callable(getattr(options.get("session"), "request", None)):
         options.pop("session", None)  # a boto3 session is for the s3 items
     return options
 
 
-def download(source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
-    """Download an ``http(s)://`` URL or an ``s3://`` URI, choosing by the scheme.
+#: The environment variable that sets ``prefer=`` for every call that does not
+#: pass it: ``cloud`` on a cloud VM next to the buckets, ``on-prem`` on an
+#: HPC node whose site mirrors the archive.
+PREFER_VARIABLE = "PYVO_DL_PREFER"
+
+
+class DownloadedPath(str):
+    """The path of a downloaded file (a ``str``), which also says where it came from.
+
+    What `download` and `download_many` return for each file: the path
+    written, as pyvo's functions return it (it compares, joins and opens as
+    the plain string it is), plus the source that served it, which tells a
+    list of equivalent sources apart after the fact.
 
     Parameters
     ----------
+    path : str
+        The local path.
     source : str
-        The URL or URI.
+        The URL or ``s3://`` URI that served the file (or that found it
+        already there, for a cache hit).
+
+    Attributes
+    ----------
+    source : str
+        As given.
+
+    Examples
+    --------
+    >>> from pyvo_dl import DownloadedPath
+    >>> path = DownloadedPath("x.fits", "s3://bucket/x.fits")
+    >>> path == "x.fits", path.source
+    (True, 's3://bucket/x.fits')
+    """
+
+    source: str
+
+    def __new__(cls, path: str, source: str) -> DownloadedPath:
+        """Make the path string and attach its source."""
+        self = super().__new__(cls, path)
+        self.source = source
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Results cross process boundaries in download_many(executor=...).
+        return (type(self), (str(self), self.source))
+
+
+def resolve_prefer(prefer: Any) -> str | None:
+    """``prefer=`` as given, else the environment variable's value, checked."""
+    from . import _items
+
+    if prefer is not None:
+        return _items.parse_prefer(prefer)
+    return _items.parse_prefer(os.environ.get(PREFER_VARIABLE), f"${PREFER_VARIABLE}")
+
+
+def download(
+    source: str | list[str],
+    local_filepath: PathLike | None = None,
+    *,
+    prefer: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Download an ``http(s)://`` URL or an ``s3://`` URI, or the first of several that works.
+
+    Parameters
+    ----------
+    source : str or list of str
+        The URL or URI; or a list of equivalent sources of one file (an
+        archive's HTTPS copy and its S3 copy), tried in order. A source
+        that fails in a way another copy may not (a network fault once its
+        retries are spent, an HTTP error status, an `~pyvo_dl.S3Error`, an
+        `~pyvo_dl.IntegrityError`, a missing botocore) hands over to the
+        next; an argument error or a local disk error ends the call. A
+        ``.part`` left by one source is never continued from another:
+        the next source starts the file from byte 0.
     local_filepath : str or os.PathLike, optional
-        Where to write the file (see `http_download` and `aws_download`).
+        Where to write the file (see `http_download` and `aws_download`);
+        for several sources, by default the first file name among theirs
+        (an S3 key's last part, a URL's path or query value), in the
+        current folder.
+    prefer : {"cloud", "on-prem"}, optional
+        Try the ``s3://`` sources first (``"cloud"``) or last
+        (``"on-prem"``), each kind in the given order. Default: the
+        ``PYVO_DL_PREFER`` environment variable, else the given order.
     **kwargs
         Passed on to `http_download` or `aws_download`; options that only
         the other one takes (``aws_profile``, ``endpoint_url``, ``auth``,
@@ -467,20 +541,135 @@ def download(source: str, local_filepath: PathLike | None = None, **kwargs: Any)
 
     Returns
     -------
-    local_filepath : str
-        The path of the downloaded file.
+    local_filepath : DownloadedPath
+        The path of the downloaded file (a ``str``); its ``.source`` is the
+        source that served it. ``verbose=True`` also prints it.
+
+    Raises
+    ------
+    ValueError
+        For a source that is not an http(s) URL or s3:// URI, or a bad
+        argument.
+    pyvo_dl.AllSourcesFailedError
+        When every one of several sources failed; the message names each
+        source and why, ``.failures`` holds ``(source, exception)`` pairs.
+    pyvo_dl.DownloadError
+        As `http_download` and `aws_download` raise, for one source.
     """
+    order = resolve_prefer(prefer)
+    if isinstance(source, (list, tuple)):
+        from . import _items
+
+        sources = _items.parse_sources(source, "source")
+        return download_sources(sources, local_filepath, order, kwargs, _download_one)
+    return DownloadedPath(_download_one(source, local_filepath, kwargs), source)
+
+
+def _download_one(source: str, local_filepath: Any, kwargs: dict[str, Any]) -> str:
+    """`download` of one source, choosing by the scheme."""
     if not isinstance(source, str):
         raise ValueError(f"source must be a URL or s3:// URI string, not {source!r}")
     scheme = source.split(":", 1)[0].lower() if ":" in source else ""
     if scheme == "s3":
-        kwargs = _drop(kwargs, _HTTP_ONLY)
+        kwargs = _drop(kwargs, _HTTP_ONLY | _ITEM_ONLY)
         if not callable(getattr(kwargs.get("session"), "get_credentials", None)):
             kwargs.pop("session", None)  # a requests session is for the http items
         return aws_download(uri=source, local_filepath=local_filepath, **kwargs)
     if scheme in ("http", "https"):
         return http_download(source, local_filepath, **_http_options(kwargs))
     raise ValueError(f"unsupported source {source!r}: expected an http(s):// URL or s3:// URI")
+
+
+def download_sources(
+    sources: Any,
+    local_filepath: Any,
+    prefer: str | None,
+    kwargs: dict[str, Any],
+    one: Any,
+) -> DownloadedPath:
+    """Try the sources of one file in turn (SPEC §2.3); ``one(uri, path, kwargs)`` tries one.
+
+    Every source is checked before the first is tried, and the target is
+    fixed first, so that whichever source serves the file writes the same
+    path. A ``.part`` left by a source that failed is never continued by
+    the next: its state names the source it came from (its identity, the
+    URL or ``s3://bucket/key``), and the engine starts over from byte 0 for
+    a request of another identity.
+    """
+    from . import _exchange, _items
+
+    for source in sources:
+        _check_source(source.uri)
+    if local_filepath is None:
+        local_filepath = _items.name_for_sources(sources)
+        if not local_filepath:
+            given = [_items.without_userinfo(s.uri) for s in sources]
+            raise ValueError(f"cannot derive a file name from {given}; pass local_filepath=")
+    ordered = _items.order_sources(sources, prefer)
+    verbose = bool(kwargs.get("verbose"))
+    failures: list[tuple[str, BaseException]] = []
+    for number, source in enumerate(ordered, 1):
+        shown = _items.without_userinfo(source.uri)
+        options = kwargs
+        if source.region is not None:
+            # The table's region for its bucket: more precise than a call's region=.
+            options = dict(kwargs, region=source.region)
+        try:
+            path = one(source.uri, local_filepath, options)
+        except Exception as exc:
+            if not _another_copy_may_work(exc):
+                raise
+            failures.append((shown, exc))
+            if number < len(ordered):
+                following = _items.without_userinfo(ordered[number].uri)
+                _exchange.say(
+                    verbose,
+                    f"{shown} failed ({' '.join(str(exc).split())}); trying source "
+                    f"{number + 1} of {len(ordered)}: {following}",
+                )
+            continue
+        if len(ordered) > 1:
+            _exchange.say(verbose, f"{path}: served by {shown} (source {number} of {len(ordered)})")
+        return DownloadedPath(path, source.uri)
+    if len(failures) == 1:
+        raise failures[0][1]  # one source: its own error, as for a plain string
+    from ._errors import AllSourcesFailedError
+
+    raise AllSourcesFailedError(os.fspath(local_filepath), failures) from failures[-1][1]
+
+
+def _check_source(uri: str) -> None:
+    """Refuse, before any request, a source that no download function takes."""
+    if not isinstance(uri, str):
+        raise ValueError(f"source must be a URL or s3:// URI string, not {uri!r}")
+    from . import _httputil, _items, _s3url
+
+    if _items.is_s3(uri):
+        location = _s3url.parse_s3_uri(uri)
+        if not location.key:
+            raise ValueError(f"no key given in {uri!r}: name the object to download")
+        return
+    if uri[:8].lower().startswith(("http://", "https://")):
+        _httputil.check_url(_split_userinfo(uri)[0])
+        return
+    raise ValueError(f"unsupported source {uri!r}: expected an http(s):// URL or s3:// URI")
+
+
+def _another_copy_may_work(error: BaseException) -> bool:
+    """Whether another source of the same file may succeed where this one failed.
+
+    Yes for what is the source's own trouble: its server's answers (HTTP
+    errors, S3 errors), its bytes (an integrity mismatch), its network
+    (faults left after the retries), its access (credentials, a missing
+    botocore for signing). No for what every source would meet again: a
+    bad argument (``ValueError``) or the local disk (a ``DownloadError``
+    with an ``errno``).
+    """
+    from ._errors import DownloadError, MissingDependencyError
+
+    if isinstance(error, MissingDependencyError):
+        return True
+    return isinstance(error, DownloadError) and error.errno is None
 
 
 def _s3_location(uri: Any, bucket: Any, key: Any, recursive: bool = False) -> tuple[str, str]:
@@ -770,9 +959,30 @@ def download_many(
     Parameters
     ----------
     items : iterable
-        URLs, ``s3://`` URIs, or ``(source, local_path)`` pairs; a relative
-        ``local_path`` is under ``dest_dir``; without one, the name comes
-        from the URL or key.
+        One entry per file, each of these:
+
+        - a URL or ``s3://`` URI;
+        - a list of equivalent sources of one file (an archive's HTTPS copy
+          and its S3 copy), tried in order as `download` tries them;
+        - a ``(source, local_path)`` pair, ``source`` a URL, a URI or such
+          a list; a relative ``local_path`` is under ``dest_dir``;
+        - a mapping ``{"source": str or list, "local_filepath": path,
+          "checksum": "alg:hex"}`` (the last two optional; any other key is
+          that item's ``ValueError``), as a manifest gives them: a file
+          that does not match its checksum is that item's
+          `~pyvo_dl.IntegrityError`;
+        - a row of a query result: a pyvo ``Record`` (its
+          ``getdataurl()``), an astropy ``Row`` or any mapping with an
+          ``access_url`` column; its ``cloud_access`` JSON
+          (``{"aws": {"bucket_name": ..., "key": ..., "region": ...}}`` or
+          a list of those) and its ``aws`` column (an ``s3://`` URI) are
+          further sources of the same file, the region used for the
+          bucket. A whole table (an astropy ``Table``, pyvo's results) is
+          an iterable of rows.
+
+        Without a local path, the name comes from the URL or key (the
+        first name with a ``.`` among several sources). An item that
+        cannot be downloaded, whatever its type, is its own error result.
     dest_dir : str or os.PathLike, optional
         The folder for the files (default: the current folder).
     workers : int, optional
@@ -788,7 +998,10 @@ def download_many(
         silent; a callable gets ``(files_done, files_total)``.
     **kwargs
         Passed to `http_download` / `aws_download` for every item
-        (``cache``, ``timeout``, ``retries``, ``endpoint_url``, ...). With
+        (``cache``, ``timeout``, ``retries``, ``endpoint_url``, ...), and
+        ``prefer=`` as `download` takes it (checked before any request;
+        default ``$PYVO_DL_PREFER``). A row's own region wins over
+        ``region=`` for its bucket's objects. With
         ``recursive=True``, each ``s3://bucket/prefix/`` item is replaced by
         the objects under it, their layout kept under ``dest_dir`` (or under
         the folder of a ``(uri, folder)`` pair).
@@ -797,17 +1010,21 @@ def download_many(
     -------
     list
         One entry per item (per object found, for prefixes), in order: the
-        path written, or the exception that item ended with. It never stops
-        at the first failure.
+        path written (a `DownloadedPath`, whose ``.source`` is the source
+        that served it), or the exception that item ended with (an
+        `~pyvo_dl.AllSourcesFailedError` when each of its sources failed).
+        It never stops at the first failure.
 
     Raises
     ------
     TypeError
-        When ``items`` is one string, bytes or path rather than an iterable
-        of items (``download_many("https://...")`` would otherwise iterate
-        its characters): use ``download_many([url])`` or `download`.
+        When ``items`` is one item rather than an iterable of them: a
+        string, bytes or path (``download_many("https://...")`` would
+        otherwise iterate its characters), one mapping or one table row;
+        use ``download_many([url])`` or `download`.
     ValueError
-        For a bad ``workers``, ``max_per_host`` or keyword argument.
+        For a bad ``workers``, ``max_per_host``, ``prefer`` or keyword
+        argument.
 
     Notes
     -----
@@ -842,6 +1059,7 @@ def run_batch(
     from . import _many
 
     _check_items(items)
+    kwargs["prefer"] = resolve_prefer(kwargs.get("prefer"))  # a bad value: before any request
     batch = _BatchDownload(getattr(_batch, "aws", None))
     if kwargs.pop("recursive", False):
         items = _expand_prefixes(items, kwargs, batch.aws_context())
@@ -852,23 +1070,33 @@ def run_batch(
     )  # fmt: skip
 
 
-def _item_download(source: str, local_filepath: Any = None, **kwargs: Any) -> str:
-    """`download` for one planned item, in any process: a ``NameIn`` target is named here."""
+def _item_download(source: Any, local_filepath: Any = None, **kwargs: Any) -> str:
+    """`download` for one planned item, in any process: a ``NameIn`` target is named here.
+
+    ``source`` is a URL or URI, or a tuple of ``_items.Source`` (several
+    sources, or an S3 copy with its region from a table row).
+    """
     from . import _engine, _many
 
     if isinstance(local_filepath, _many.NameIn):
         request, transport = _http_request(
             source, None, name_folder=str(local_filepath), **_http_options(kwargs)
         )
-        return _engine.fetch(request, transport)
+        return DownloadedPath(_engine.fetch(request, transport), source)
+    if not isinstance(source, str):
+        prefer = kwargs.pop("prefer", None)
+        return download_sources(source, local_filepath, prefer, kwargs, _download_one)
     return download(source, local_filepath, **kwargs)
 
 
 def _check_items(items: Any) -> None:
-    if isinstance(items, (str, bytes, os.PathLike)):
+    from . import _items
+
+    if _items.is_one_item(items):
+        kind = type(items).__name__
         raise TypeError(
-            f"download_many takes an iterable of items, not one {type(items).__name__}: "
-            f"{items!r}; pass a list ([{items!r}]), or use download() for one file"
+            f"download_many takes an iterable of items, not one {kind}: {_items.shown(items)}; "
+            f"pass a list ([{_items.shown(items)}]), or use download() for one file"
         )
 
 
@@ -932,7 +1160,14 @@ class _BatchDownload:
         """The call's AWS context, made at its first S3 item."""
         return self._aws.context()
 
-    def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+    def __call__(self, source: Any, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+        if isinstance(source, str):
+            return self._one(source, local_filepath, kwargs)
+        prefer = kwargs.pop("prefer", None)
+        return download_sources(source, local_filepath, prefer, kwargs, self._one)
+
+    def _one(self, source: str, local_filepath: Any, kwargs: dict[str, Any]) -> str:
+        """One source of an item, on the call's transports and AWS context."""
         from . import _many
 
         _batch.transports = self._transports
@@ -949,13 +1184,16 @@ class _BatchDownload:
             # The engine as for one call, with the call's .netrc answers.
             request, transport = _http_request(source, local_filepath, **_http_options(kwargs))
             request.netrc_cache = self._netrc
-            return _engine.fetch(request, transport)
+            return DownloadedPath(_engine.fetch(request, transport), source)
         finally:
             _batch.transports = None
 
 
-def _is_s3(source: Any) -> bool:
-    return isinstance(source, str) and source[:5].lower() == "s3://"
+def _has_s3(source: Any) -> bool:
+    """Whether a planned source (a URL, or a tuple of sources) names S3."""
+    if isinstance(source, str):
+        return source[:5].lower() == "s3://"
+    return any(part.uri[:5].lower() == "s3://" for part in source)
 
 
 class _ExecutorDownload:
@@ -969,8 +1207,8 @@ class _ExecutorDownload:
     def __init__(self) -> None:
         self.call = os.urandom(8).hex()
 
-    def __call__(self, source: str, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
-        if not _is_s3(source):
+    def __call__(self, source: Any, local_filepath: PathLike | None = None, **kwargs: Any) -> str:
+        if not _has_s3(source):
             return _item_download(source, local_filepath, **kwargs)
         from . import _s3
 
@@ -978,21 +1216,39 @@ class _ExecutorDownload:
             return _item_download(source, local_filepath, **kwargs)
 
 
+def _tree_item(item: Any, index: int) -> tuple[str, str] | None:
+    """``(source, folder)`` when ``item`` may name a tree: a plain source or a pair."""
+    from . import _items
+
+    if isinstance(item, str):
+        return item, ""
+    if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+        return None
+    if _items.looks_like_source(item[1]):
+        return None  # two equivalent sources of one file
+    parsed = _items.parse_item(item, index)
+    if parsed.error is not None:
+        return None  # the planner reports it
+    return item[0], parsed.local or ""
+
+
 def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any) -> list[Any]:
     """Replace each ``s3://bucket/prefix/`` item by the objects under it.
 
-    A prefix given as a ``(uri, folder)`` pair lands under that folder; a
-    listing that fails becomes one item whose result is its error.
+    Only a plain URI or a ``(uri, folder)`` pair names a prefix (it lands
+    under that folder); a mapping, a table row or a list of sources names
+    one file. A listing that fails becomes one item whose result is its
+    error; a malformed item is left for the planner, whose error it gets.
     """
+    from . import _items
+
     expanded: list[Any] = []
-    for item in items:
-        if callable(getattr(item, "keys", None)):
-            expanded.append(item)  # a mapping names one file, never a prefix
-            continue
-        source, folder = (item, "") if isinstance(item, str) else tuple(item)
-        if not (isinstance(source, str) and source.lower().startswith("s3://")):
+    for index, item in enumerate(items):
+        tree = _tree_item(item, index)
+        if tree is None or not _items.is_s3(tree[0]):
             expanded.append(item)
             continue
+        source, folder = tree
         try:
             bucket, key = _s3_location(source, None, None, recursive=True)
             target, access = _s3_target(
@@ -1008,7 +1264,7 @@ def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any)
             }
             expanded.extend(
                 _s3_prefix_items(
-                    target, access, options, os.fspath(folder), kwargs.get("ssl_context")
+                    target, access, options, folder, kwargs.get("ssl_context")
                 )
             )
         except (ValueError, OSError, ImportError) as exc:

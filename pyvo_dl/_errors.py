@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "AllSourcesFailedError",
     "DownloadError",
     "DownloadWarning",
     "HTTPStatusError",
@@ -229,6 +230,35 @@ class IntegrityError(DownloadError):
         return (type(self), (self.source, self.path, self.what, self.expected, self.actual))
 
 
+class AllSourcesFailedError(DownloadError):
+    """Every source of one file failed (SPEC §2.3: several sources, tried in order).
+
+    Parameters
+    ----------
+    target : str
+        The local path that was to be written.
+    failures : list of (str, Exception)
+        Each source as tried, in order, with the error it ended in.
+
+    Attributes
+    ----------
+    target, failures
+        As given; the message names each source and why it failed.
+    """
+
+    def __init__(self, target: str, failures: list[tuple[str, BaseException]]) -> None:
+        self.target = target
+        self.failures = list(failures)
+        reasons = "; ".join(
+            f"{source}: {' '.join(str(error).split()) or type(error).__name__}"
+            for source, error in self.failures
+        )
+        super().__init__(f"all {len(self.failures)} sources of {target} failed: {reasons}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.target, self.failures))
+
+
 class MissingDependencyError(ImportError):
     """An optional dependency needed for this request is not installed.
 
@@ -270,6 +300,7 @@ def _fix_module_names() -> None:
     # not "pyvo_dl" in a vendored copy.
     package = __name__.rpartition(".")[0] or __name__
     for cls in (
+        AllSourcesFailedError,
         DownloadError,
         HTTPStatusError,
         S3Error,

@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import threading
 
-from . import _names, _progress
+from . import _items, _names, _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Final, Iterable, Sequence, Tuple, Union
-
-    Item = Union[str, Tuple[str, Any]]
+    from typing import Any, Callable, Final, Iterable, Sequence
 
 
 def _source_host(source: str) -> str:
@@ -52,41 +50,48 @@ class NameIn(str):
 #: would exhaust the process), and the network would not go faster.
 MAX_WORKERS: Final = 256
 
-#: The keys a mapping item may have (SPEC §2.3).
-ITEM_KEYS: Final = ("source", "local_filepath", "checksum")
 
-
-def plan_items(items: Iterable[Item], dest_dir: str) -> list[tuple[str, Any, dict[str, Any]]]:
+def plan_items(
+    items: Iterable[Any], dest_dir: str, note: Callable[[str], None] | None = None
+) -> list[tuple[Any, Any, dict[str, Any]]]:
     """Turn the caller's items into ``(source, target path or error, item options)``.
 
-    A target is the pair's ``local_path`` (a relative one under
-    ``dest_dir``) or a name derived from the source (a :class:`NameIn`
+    ``source`` is the URL or URI of a plain item, else a tuple of
+    :data:`~._items.Source` (several sources, or a table row's S3 copy with
+    its region). A target is the item's local path (a relative one under
+    ``dest_dir``) or a name derived from the sources (a :class:`NameIn`
     where only the server can say it); two items with the same target make
-    the second an error rather than a race. The options are the item's own
-    keyword arguments (a mapping's ``checksum``).
+    the second an error rather than a race. Every item that cannot be
+    downloaded, whatever its type, becomes its own error (issue 12.11).
+    The options are the item's own keyword arguments (a mapping's
+    ``checksum``). ``note`` is told what was left out of a table row (a
+    ``cloud_access`` value that is not JSON, say) and why.
     """
-    planned: list[tuple[str, Any, dict[str, Any]]] = []
+    planned: list[tuple[Any, Any, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    for index, item in enumerate(items):
+    for index, raw in enumerate(items):
+        item = _items.parse_item(raw, index)
+        if item.error is not None:
+            planned.append((item.label, item.error, {}))
+            continue
+        source = _source_of(item)
         try:
-            source, local, options = _unpack(item, index)
+            target = _target_for(item, dest_dir)
         except ValueError as exc:
-            planned.append((repr(item), exc, {}))
+            planned.append((source, exc, {}))
             continue
-        if isinstance(local, Exception):
-            planned.append((str(source), local, {}))  # refused while listing a prefix
-            continue
-        try:
-            target = _target_for(source, local, dest_dir)
-        except ValueError as exc:
-            planned.append((str(source), exc, {}))
-            continue
+        options = {"checksum": item.checksum} if item.checksum is not None else {}
+        if item.notes and note is not None:
+            for text in item.notes:
+                note(f"item {index} ({item.label}): {text}; left out")
         if isinstance(target, NameIn):
             planned.append((source, target, options))
             continue
         key = os.path.normcase(os.path.abspath(target))
         if key in seen:
-            error = ValueError(f"{source!r} would be written to {target}, as item {seen[key]} is")
+            error = ValueError(
+                f"{item.label!r} would be written to {target}, as item {seen[key]} is"
+            )
             planned.append((source, error, {}))
             continue
         seen[key] = index
@@ -94,37 +99,40 @@ def plan_items(items: Iterable[Item], dest_dir: str) -> list[tuple[str, Any, dic
     return planned
 
 
-def _unpack(item: Any, index: int) -> tuple[Any, Any, dict[str, Any]]:
-    """``(source, local_path, options)`` of one item: a string, a pair or a mapping."""
-    if isinstance(item, str):
-        return item, None, {}
-    if callable(getattr(item, "keys", None)):
-        # keys(), not iteration: a table row (astropy Row) iterates its values.
-        unknown = [key for key in item.keys() if key not in ITEM_KEYS]  # noqa: SIM118
-        if unknown or "source" not in item:
-            problem = f"unknown key {unknown[0]!r}" if unknown else "no 'source'"
+def _noter(verbose: bool) -> Callable[[str], None]:
+    def note(text: str) -> None:
+        from ._exchange import say
+
+        say(verbose, text)
+
+    return note
+
+
+def label_of(source: Any) -> str:
+    """What messages and results call a planned source: the URL, or the first of several."""
+    return source if isinstance(source, str) else str(source[0].uri)
+
+
+def _source_of(item: Any) -> Any:
+    """The plain URL of a one-source item, else the tuple of its sources."""
+    (first, *more) = item.sources
+    return first.uri if not more and first.region is None else item.sources
+
+
+def _target_for(item: Any, dest_dir: str) -> str:
+    if item.local is not None:
+        return item.local if os.path.isabs(item.local) else _join(dest_dir, item.local)
+    if len(item.sources) > 1:
+        name = _items.name_for_sources(item.sources)
+        if not name:
             raise ValueError(
-                f"item {index} ({item!r}): {problem}; a mapping item has 'source' "
-                "and optionally 'local_filepath' and 'checksum'"
+                f"cannot derive a file name from any of the sources of {item.label!r}; "
+                "give it a local path"
             )
-        options = {"checksum": item["checksum"]} if item.get("checksum") is not None else {}
-        return item["source"], item.get("local_filepath"), options
-    try:
-        source, local = item
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"item {index} must be a URL, an s3:// URI, a (source, local_path) pair or a "
-            f"mapping with 'source', not {item!r}"
-        ) from None
-    return source, local, {}
-
-
-def _target_for(source: Any, local: Any, dest_dir: str) -> str:
+        return _join(dest_dir, name)
+    source = item.sources[0].uri
     if not isinstance(source, str):
         raise ValueError(f"source must be a URL or s3:// URI string, not {source!r}")
-    if local is not None:
-        path = os.fspath(local)
-        return path if os.path.isabs(path) else _join(dest_dir, path)
     name = _default_name(source)
     if name and "." not in name and source[:4].lower() == "http":
         # A name without a suffix (/cutout?ra=10): the server's
@@ -204,7 +212,7 @@ def take_shard(count: int, shard: tuple[int, int] | None) -> list[int]:
 
 def download_many(
     download: Callable[..., str],
-    items: Iterable[Item],
+    items: Iterable[Any],
     dest_dir: str | os.PathLike[str] = ".",
     *,
     workers: int = 8,
@@ -239,7 +247,7 @@ def download_many(
             f"max_per_host must be a whole number from 1 to {MAX_WORKERS} or None, "
             f"not {max_per_host!r}"
         )
-    everything = plan_items(items, os.fspath(dest_dir))
+    everything = plan_items(items, os.fspath(dest_dir), _noter(bool(kwargs.get("verbose"))))
     planned = [everything[i] for i in take_shard(len(everything), shard)]
     results: list[Any] = [
         target if isinstance(target, Exception) else None for _, target, _ in planned
@@ -255,7 +263,7 @@ def download_many(
             _run_threads(download, planned, todo, results, kwargs, display, workers, per_host)
     finally:
         display.close()
-    return [(source, result) for (source, _, _), result in zip(planned, results)]
+    return [(label_of(source), result) for (source, _, _), result in zip(planned, results)]
 
 
 def _record(results: list[Any], index: int, outcome: Any, display: Any, child: Any) -> None:
@@ -286,7 +294,7 @@ def _run_threads(
         item_kwargs = dict(kwargs, progress=child, **options)
         if limits is None:
             return run_one(download, source, target, item_kwargs)
-        with limits.for_host(_source_host(source)):
+        with limits.for_host(_source_host(label_of(source))):
             if stop.is_set():
                 return None
             return run_one(download, source, target, item_kwargs)

@@ -514,6 +514,18 @@ def test_a_manifest_names_each_files_checksum(
     assert "2 downloaded, 0 resumed, 0 already present, 1 failed" in err
 
 
+def test_a_bad_checksum_in_a_manifest_is_that_lines_error(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = add_files(http_server, 2)
+    (in_tmp / "list.txt").write_text(f"{urls[0]} sha256:abc\n{urls[1]}\n")
+    assert main(["-q", "-i", "list.txt"]) == 1
+    assert os.path.exists(in_tmp / "f01.fits")
+    assert not os.path.exists(in_tmp / "f00.fits")
+    err = capsys.readouterr().err
+    assert f"failed: {urls[0]}: item 0: checksum 'sha256:abc'" in err
+
+
 def test_checksum_option_and_a_listed_checksum_must_agree(
     http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -42,6 +42,7 @@ ROWS = {
     "_integrity": 1,
     "_s3url": 1,
     "_awsconfig": 1,
+    "_items": 1,
     "_transport": 2,
     "_partfile": 2,
     "_auth": 2,
@@ -184,6 +185,7 @@ def test_first_plain_download_imports_only_what_it_uses(
 
 def test_public_names() -> None:
     assert set(pyvo_dl.__all__) == {
+        "AllSourcesFailedError", "DownloadedPath",
         "DownloadError", "DownloadWarning", "HTTPStatusError", "IntegrityError",
         "MissingDependencyError", "S3Error", "aws_download", "download", "download_many",
         "http_download",
@@ -214,6 +216,30 @@ def test_exceptions_pickle_with_attributes(error: BaseException) -> None:
     assert {k: v for k, v in vars(clone).items() if not k.startswith("_")} == public
     if isinstance(error, OSError):
         assert (clone.errno, clone.filename) == (error.errno, error.filename)
+
+
+def test_all_sources_failed_pickles_with_each_failure() -> None:
+    """Its failures are exceptions (equal only to themselves): compared by type and text."""
+    error = pyvo_dl.AllSourcesFailedError(
+        "x.fits",
+        [("https://h/x.fits", EXCEPTIONS[2]), ("s3://b/k/x", EXCEPTIONS[3])],
+    )
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is pyvo_dl.AllSourcesFailedError
+    assert str(clone) == str(error)
+    assert clone.target == "x.fits"
+    assert [(s, type(e), str(e)) for s, e in clone.failures] == [
+        (s, type(e), str(e)) for s, e in error.failures
+    ]
+    assert clone.failures[1][1].code == "NoSuchKey"
+
+
+def test_downloaded_path_is_a_str_that_pickles_with_its_source() -> None:
+    path = pyvo_dl.DownloadedPath("out/x.fits", "s3://b/x.fits")
+    clone = pickle.loads(pickle.dumps(path))
+    assert (clone, clone.source, type(clone)) == ("out/x.fits", "s3://b/x.fits", type(path))
+    assert os.path.join(path, "a") == os.path.join("out/x.fits", "a")
+    assert repr(path) == "'out/x.fits'"
 
 
 def test_exception_hierarchy() -> None:

@@ -131,6 +131,39 @@ def test_mapping_items_carry_their_own_checksum(http_server: FaultServer, tmp_pa
     assert "no 'source'" in str(results[3])
 
 
+class _BrokenRow:
+    """A row whose keys() fails (a table closed under it)."""
+
+    def keys(self) -> list[str]:
+        raise RuntimeError("gone")
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_every_malformed_item_is_its_own_result(
+    http_server: FaultServer, tmp_path: Path, recursive: bool
+) -> None:
+    """``download_many(["good", (url, 5)])`` used to raise TypeError and lose "good" (issue 12.11)."""
+    good = http_server.add_file("/mal/good.fits", b"good")
+    other = http_server.add_file("/mal/other.fits", b"other")
+    items = [
+        good, (other, 5), 42, None, b"bytes", ("a", "b", "c"), (), {"source": 5},
+        [good, 7], _BrokenRow(), {"access_url": None}, (other, "renamed.fits"),
+    ]  # fmt: skip
+    results = pyvo_dl.download_many(items, tmp_path, progress=False, recursive=recursive)
+    assert len(results) == len(items)
+    assert results[0] == str(tmp_path / "good.fits")
+    assert results[-1] == str(tmp_path / "renamed.fits")
+    for index, result in enumerate(results[1:-1], 1):
+        assert isinstance(result, ValueError), (index, result)
+        assert f"item {index}" in str(result) or f"row {index}" in str(result), result
+    assert sorted(os.listdir(tmp_path)) == ["good.fits", "renamed.fits"]
+
+
+def test_one_row_or_mapping_is_not_an_iterable_of_items(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="not one dict"):
+        pyvo_dl.download_many({"source": "https://h/x.fits"}, tmp_path)  # type: ignore[arg-type]
+
+
 def test_progress_callable_counts_files(http_server: FaultServer, tmp_path: Path) -> None:
     urls = [http_server.add_file(f"/pc/f{i}.dat", b"x") for i in range(5)]
     calls: list[tuple[int, int | None]] = []
