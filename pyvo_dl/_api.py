@@ -1263,9 +1263,7 @@ def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any)
                 "user_agent": _version_agent(),
             }
             expanded.extend(
-                _s3_prefix_items(
-                    target, access, options, folder, kwargs.get("ssl_context")
-                )
+                _s3_prefix_items(target, access, options, folder, kwargs.get("ssl_context"))
             )
         except (ValueError, OSError, ImportError) as exc:
             expanded.append((source, exc))
