@@ -8,7 +8,6 @@ the function bodies, at the first download.
 from __future__ import annotations
 
 import os
-from _thread import _local
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -106,8 +105,16 @@ def _local_path(local_filepath: Any, folder: bool = False) -> str | None:
     return path
 
 
-#: Transports fixed for the items of one download_many call, per thread.
-_batch = _local()
+def _batch() -> Any:
+    """This thread's settings of the download_many call whose items it runs.
+
+    A ``threading.local`` made in ``_exchange``: ``import pyvo_dl`` stays
+    without threading, and the first import of ``_exchange`` (under the
+    import lock) makes it once for every thread.
+    """
+    from ._exchange import BATCH
+
+    return BATCH
 
 
 def _stdlib_transport(ssl_context: Any) -> Transport:
@@ -117,7 +124,7 @@ def _stdlib_transport(ssl_context: Any) -> Transport:
     first item, not at every item: looking at the environment costs more
     than a small download.
     """
-    pinned: dict[int, Any] | None = getattr(_batch, "transports", None)
+    pinned: dict[int, Any] | None = getattr(_batch(), "transports", None)
     if pinned is None:
         return _shared_transport(ssl_context)
     entry = pinned.get(id(ssl_context))
@@ -1060,7 +1067,7 @@ def run_batch(
 
     _check_items(items)
     kwargs["prefer"] = resolve_prefer(kwargs.get("prefer"))  # a bad value: before any request
-    batch = _BatchDownload(getattr(_batch, "aws", None))
+    batch = _BatchDownload(getattr(_batch(), "aws", None))
     if kwargs.pop("recursive", False):
         items = _expand_prefixes(items, kwargs, batch.aws_context())
     return _many.download_many(
@@ -1134,13 +1141,13 @@ class _AwsScope:
         self._saved: _AwsHolder | None = None
 
     def __enter__(self) -> _AwsHolder:
-        self._saved = getattr(_batch, "aws", None)
+        self._saved = getattr(_batch(), "aws", None)
         holder = self._saved or self._holder or _AwsHolder()
-        _batch.aws = holder
+        _batch().aws = holder
         return holder
 
     def __exit__(self, *exc_info: object) -> None:
-        _batch.aws = self._saved
+        _batch().aws = self._saved
 
 
 class _BatchDownload:
@@ -1170,7 +1177,7 @@ class _BatchDownload:
         """One source of an item, on the call's transports and AWS context."""
         from . import _many
 
-        _batch.transports = self._transports
+        _batch().transports = self._transports
         try:
             if (
                 local_filepath is None
@@ -1186,7 +1193,7 @@ class _BatchDownload:
             request.netrc_cache = self._netrc
             return DownloadedPath(_engine.fetch(request, transport), source)
         finally:
-            _batch.transports = None
+            _batch().transports = None
 
 
 def _has_s3(source: Any) -> bool:

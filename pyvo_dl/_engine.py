@@ -20,7 +20,7 @@ import time
 from . import _exchange, _httputil, _integrity, _parallel
 from ._errors import DownloadError
 from ._exchange import FetchRequest, report
-from ._partfile import PartFile, TargetLock, prepare_target
+from ._partfile import PartFile, PartState, TargetLock, prepare_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,7 +115,8 @@ class _Download:
         self.transport = transport
         self.lock = lock
         self.part = PartFile(request.target)
-        self.state: dict[str, Any] = {}
+        #: The object being downloaded, once an answer (or a .part.json) told.
+        self.state: PartState | None = None
         self.offset = 0
         self.verifier: Verifier | None = None
         self.sink: Any = None
@@ -135,30 +136,25 @@ class _Download:
             return  # nothing to resume and nothing to clean: the usual case
         if (
             state is None
-            or state.get("identity") != self.request.identity
-            or not state.get("validator")
-            or not isinstance(state.get("size"), int)
-            or size > state["size"]
+            or state.identity != self.request.identity
+            or not state.validator
+            or state.size is None
+            or size > state.size
         ):
             self.part.discard()
             return
         self.state = state
         self.offset = size
         if size:
-            report(self.request, f"Resuming {self.request.label} at byte {size} of {state['size']}")
+            report(self.request, f"Resuming {self.request.label} at byte {size} of {state.size}")
 
     def _checksums(self) -> list[Checksum]:
         return _exchange.announced_checksums(self.request, self.state)
 
     def _ranged_headers(self) -> dict[str, str]:
-        if self.offset == 0:
+        if self.offset == 0 or self.state is None:
             return {}
-        headers = {"Range": _httputil.format_range(self.offset)}
-        if self.request.conditional == "if-match":
-            headers["If-Match"] = self.state["etag"]
-        else:
-            headers["If-Range"] = self.state["validator"]
-        return headers
+        return _exchange.conditional_range(self.request, self.state, self.offset)
 
     def _restart_from_zero(self, why: str) -> None:
         self.restarts += 1
@@ -168,13 +164,13 @@ class _Download:
             )
         report(self.request, f"Restarting {self.request.label} from byte 0: {why}")
         self.part.discard()
-        self.state = {}
+        self.state = None
         self.offset = 0
         self.verifier = None
 
     # -- answers ------------------------------------------------------------
 
-    def _new_state(self, headers: Mapping[str, str], total: int | None, url: str) -> None:
+    def _new_state(self, headers: Mapping[str, str], total: int | None, url: str) -> PartState:
         """Start over on the object these headers describe."""
         etag = headers.get("ETag")
         validator = _httputil.strong_validator(etag, headers.get("Last-Modified"))
@@ -182,24 +178,26 @@ class _Download:
             validator = etag
         announce = self.request.server_checksums
         announced = announce(headers) if announce else []
-        self.state = {
-            "identity": self.request.identity,
-            "url": url,
-            "validator": validator,
-            "etag": etag,
-            "size": total,
-            "checksums": [[c.algorithm, c.expected] for c in announced],
-        }
+        self.state = PartState(
+            identity=self.request.identity,
+            url=url,
+            validator=validator,
+            etag=etag,
+            size=total,
+            checksums=[(c.algorithm, c.expected) for c in announced],
+        )
+        return self.state
 
-    def _record_new_object(self, response: Response, total: int | None) -> None:
-        self._new_state(response.headers, total, response.url)
+    def _record_new_object(self, response: Response, total: int | None) -> PartState:
+        state = self._new_state(response.headers, total, response.url)
         # A body that fits in one buffer gets its state file only if the call
         # fails (_keep_for_resume): a kill loses at most that much, and the
         # file costs three system calls per download.
         worth_resuming = total is not None and total > _exchange.BUFFER_SIZE
-        if self.state["validator"] and worth_resuming and self.request.resume:
-            self.part.save_state(self.state)
+        if state.validator and worth_resuming and self.request.resume:
+            self.part.save_state(state)
         _warn_if_html(self.request, response.headers)
+        return state
 
     def _accept(self, response: Response) -> int:
         """Where to write this answer's body, or raise :class:`_Restart`."""
@@ -212,8 +210,9 @@ class _Download:
         content_range = _exchange.content_range(response)
         if (
             self.offset
+            and self.state is not None
             and content_range.start == self.offset
-            and content_range.total == self.state.get("size")
+            and content_range.total == self.state.size
         ):
             return self.offset
         response.close()
@@ -222,7 +221,8 @@ class _Download:
     def _complete_by_416(self, response: Response) -> bool:
         total = _exchange.content_range(response).total
         _exchange.drain(response)
-        return bool(self.offset) and total == self.offset == self.state.get("size")
+        size = None if self.state is None else self.state.size
+        return bool(self.offset) and total == self.offset == size
 
     # -- parallel ranges ------------------------------------------------------
 
@@ -247,22 +247,22 @@ class _Download:
             response.close()
             raise _Restart(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
         total = content_range.total
-        self._record_new_object(response, total)
+        state = self._record_new_object(response, total)
         if content_range.end is not None and content_range.end + 1 >= total:
             self._stream(response, 0)  # the whole object
             return
         connections = self.request.connections or 1
-        if _parallel.can_split(total, self.state["validator"], connections):
-            self.state["parts"] = _parallel.plan_parts(total, connections)
-            self._run_parallel(response)
+        if _parallel.can_split(total, state.validator, connections):
+            state.parts = _parallel.plan_parts(total, connections)
+            self._run_parallel(state, response)
             return
         response.close()
         self.no_probe_range = True
         raise _Restart("the object cannot be fetched in ranges (no validator): asking for it whole")
 
-    def _run_parallel(self, first: Response | None = None) -> None:
+    def _run_parallel(self, state: PartState, first: Response | None = None) -> None:
         """Fetch the missing ranges of the part map, then verify and commit."""
-        download = _parallel.ParallelDownload(self.request, self.transport, self.lock, self.state)
+        download = _parallel.ParallelDownload(self.request, self.transport, self.lock, state)
         download.run(first)
         self.committed = True
 
@@ -304,9 +304,9 @@ class _Download:
         :meth:`_record_new_object`); a call that ends in an error writes it.
         """
         state = self.state
-        if self.part.has_state or not (self.request.resume and state.get("validator")):
+        if state is None or self.part.has_state or not (self.request.resume and state.validator):
             return
-        if state.get("size") is None or not self.part.size():
+        if state.size is None or not self.part.size():
             return
         try:
             self.part.save_state(state)
@@ -315,7 +315,8 @@ class _Download:
 
     def _resume_point(self) -> int:
         """Where the next try starts: the bytes on disk, if they can be resumed, else 0."""
-        resumable = bool(self.state.get("validator")) and self.state.get("size") is not None
+        state = self.state
+        resumable = state is not None and bool(state.validator) and state.size is not None
         self.offset = self.part.size() if resumable and self.offset else 0
         if not resumable:
             self.verifier = None
@@ -323,8 +324,8 @@ class _Download:
 
     def _attempt(self) -> None:
         """One request; returns when the body is complete on disk (or committed)."""
-        if self.state.get("parts"):
-            self._run_parallel()  # an earlier parallel run left its map: finish it
+        if self.state is not None and self.state.parts:
+            self._run_parallel(self.state)  # an earlier parallel run left its map: finish it
             return
         splitting = self._splitting()
         first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
@@ -377,7 +378,7 @@ class _Download:
             raise
 
     def _stream_body(self, response: Response, start: int) -> None:
-        total = self.state.get("size")
+        total = None if self.state is None else self.state.size
         if self.sink is None:
             self.sink = _exchange.make_sink(self.request)
         # Again on every try: a restart (new object, new size) or a resume
@@ -404,4 +405,5 @@ class _Download:
         self.lock.refresh(time.time())
 
     def _verify_and_commit(self) -> None:
+        assert self.state is not None  # an answer came before any body did
         _exchange.verify_and_commit(self.request, self.part, self.state, self.verifier)

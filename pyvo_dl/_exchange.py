@@ -12,13 +12,14 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+import threading
 import time
 import warnings
-from _thread import _local
+from dataclasses import dataclass, field
 
 from . import _auth, _httputil, _integrity, _progress
 from ._errors import DownloadError, DownloadWarning, HTTPStatusError, IntegrityError
-from ._partfile import PartFile, disk_error
+from ._partfile import PartFile, PartState, disk_error
 from ._retry import DEFAULT_RETRIES, RetryPolicy
 from ._transport import ConnectionFault, TimeoutFault
 
@@ -66,7 +67,10 @@ def log(level: int, message: str, *args: Any) -> None:
 
 _INFO, _DEBUG = 20, 10
 
-_buffers = _local()
+_buffers = threading.local()
+#: Per thread, what the download_many call whose items it runs fixes for all
+#: of them (transports, the AWS context); read and set by ``_api``.
+BATCH = threading.local()
 
 
 def buffer() -> memoryview:
@@ -89,6 +93,7 @@ def buffer() -> memoryview:
 _PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
 
 
+@dataclass
 class FetchRequest:
     """Everything the engine needs to download one object to one file.
 
@@ -103,79 +108,56 @@ class FetchRequest:
     identity : str
         What a ``.part`` must have been made from to be resumed (the URL or
         ``s3://bucket/key``); defaults to ``url``.
+
+    The other fields are the download's options, as ``http_download`` and
+    ``aws_download`` take them, and what differs between HTTP and S3.
     """
 
-    # A plain class, not a dataclass: dataclasses imports inspect, which
-    # costs more than a small download (SPEC §6).
+    url: str
+    target: str
+    label: str = ""
+    identity: str = ""
+    cache: bool = False
+    resume: bool = True
+    retries: int = DEFAULT_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    headers: dict[str, str] = field(default_factory=dict)
+    checksums: list[Checksum] = field(default_factory=list)
+    progress: Any = True
+    verbose: bool = False
+    auth: tuple[str, str] | None = None
+    use_netrc: bool = True
+    #: Adds signing headers to a request: ``signer(method, url, headers)``.
+    signer: Signer | None = None
+    #: Builds the error for a refused request: ``(response, url, body)``.
+    error_factory: ErrorFactory | None = None
+    #: Checksums the server announces in its headers (S3's ETag, x-amz-checksum-*).
+    server_checksums: Callable[[Mapping[str, str]], list[Checksum]] | None = None
+    #: ``"if-range"`` (HTTP) or ``"if-match"`` (S3, SPEC §2.2) on ranged requests.
+    conditional: str = "if-range"
+    #: S3 answers a wrong region with a redirect that the S3 layer handles itself.
+    follow_redirects: bool = True
+    #: Parallel ranged connections for one large object (None: 1).
+    connections: int | None = None
+    user_agent: str = "pyvo-dl"
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] | None = None
+    #: Host to ``.netrc`` credentials, shared by the items of one
+    #: download_many call so that the file is looked for once per host.
+    netrc_cache: dict[str, tuple[str, str] | None] | None = None
 
-    def __init__(
-        self,
-        url: str,
-        target: str,
-        *,
-        label: str = "",
-        identity: str = "",
-        cache: bool = False,
-        resume: bool = True,
-        retries: int = DEFAULT_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        headers: dict[str, str] | None = None,
-        checksums: list[Checksum] | None = None,
-        progress: Any = True,
-        verbose: bool = False,
-        auth: tuple[str, str] | None = None,
-        use_netrc: bool = True,
-        signer: Signer | None = None,
-        error_factory: ErrorFactory | None = None,
-        server_checksums: Callable[[Mapping[str, str]], list[Checksum]] | None = None,
-        conditional: str = "if-range",
-        follow_redirects: bool = True,
-        connections: int | None = None,
-        user_agent: str = "pyvo-dl",
-        sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] | None = None,
-    ) -> None:
-        self.url = url
-        self.target = target
-        self.label = label or url
-        self.identity = identity or url
-        self.cache = cache
-        self.resume = resume
-        self.retries = retries
-        self.timeout = timeout
-        self.headers: dict[str, str] = {} if headers is None else headers
-        self.checksums: list[Checksum] = [] if checksums is None else checksums
-        self.progress = progress
-        self.verbose = verbose
-        self.auth = auth
-        self.use_netrc = use_netrc
-        #: Adds signing headers to a request: ``signer(method, url, headers)``.
-        self.signer = signer
-        #: Builds the error for a refused request: ``(response, url, body)``.
-        self.error_factory = error_factory
-        #: Checksums the server announces in its headers (S3's ETag, x-amz-checksum-*).
-        self.server_checksums = server_checksums
-        #: ``"if-range"`` (HTTP) or ``"if-match"`` (S3, SPEC §2.2) on ranged requests.
-        self.conditional = conditional
-        #: S3 answers a wrong region with a redirect that the S3 layer handles itself.
-        self.follow_redirects = follow_redirects
-        #: Parallel ranged connections for one large object (None: 1).
-        self.connections = connections
-        self.user_agent = user_agent
-        self.sleep = sleep
-        self.rng = rng
-        #: Host to ``.netrc`` credentials, shared by the items of one
-        #: download_many call so that the file is looked for once per host.
-        self.netrc_cache: dict[str, tuple[str, str] | None] | None = None
+    def __post_init__(self) -> None:
+        self.label = self.label or self.url
+        self.identity = self.identity or self.url
 
 
+@dataclass(frozen=True)
 class ObjectInfo:
     """What a HEAD (or ``Range: bytes=0-0``) probe learnt about the object."""
 
-    def __init__(self, size: int | None, headers: Mapping[str, str], url: str) -> None:
-        self.size = size
-        self.headers = headers
-        self.url = url
+    size: int | None
+    headers: Mapping[str, str]
+    url: str
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -626,10 +608,26 @@ def make_sink(request: FetchRequest) -> Any:
     return _progress.make_sink(request.progress, request.label, request.target)
 
 
-def announced_checksums(request: FetchRequest, state: Mapping[str, Any]) -> list[Checksum]:
+def announced_checksums(request: FetchRequest, state: PartState | None) -> list[Checksum]:
     """The caller's checksum plus those the server announced (kept in ``state``)."""
-    announced = [_integrity.Checksum(a, h) for a, h in state.get("checksums", [])]
+    announced = [] if state is None else [_integrity.Checksum(a, h) for a, h in state.checksums]
     return list(request.checksums) + announced
+
+
+def conditional_range(
+    request: FetchRequest, state: PartState, start: int, end: int | None = None
+) -> dict[str, str]:
+    """``Range`` from ``start`` with what proves it is the same object (SPEC §3.2).
+
+    ``If-Range`` with the validator (HTTP), or ``If-Match`` with the ETag
+    (S3, which ignores ``If-Range``).
+    """
+    headers = {"Range": _httputil.format_range(start, end)}
+    if request.conditional == "if-match":
+        headers["If-Match"] = state.etag or ""
+    else:
+        headers["If-Range"] = state.validator or ""
+    return headers
 
 
 def checksum_error(request: FetchRequest, verifier: Verifier) -> IntegrityError | None:
@@ -644,7 +642,7 @@ def checksum_error(request: FetchRequest, verifier: Verifier) -> IntegrityError 
 
 
 def verify_and_commit(
-    request: FetchRequest, part: PartFile, state: Mapping[str, Any], verifier: Verifier | None
+    request: FetchRequest, part: PartFile, state: PartState, verifier: Verifier | None
 ) -> None:
     """Check the ``.part``'s size and checksums, then move it onto the target.
 
@@ -653,7 +651,7 @@ def verify_and_commit(
     :class:`IntegrityError` raised: nothing is left at the target.
     """
     size = part.size()
-    expected = state.get("size")
+    expected = state.size
     if expected is not None and size != expected:
         part.discard()
         raise IntegrityError(request.label, request.target, "size", str(expected), str(size))

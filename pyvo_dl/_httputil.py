@@ -10,22 +10,22 @@ Pure functions: no sockets, no clock (``now`` is passed in), no environment.
 
 from __future__ import annotations
 
-# The usual URL and header goes through string methods only: re (with enum,
-# functools and collections) and urllib.parse (with ipaddress) cost more to
-# import than a 1 MiB download takes (SPEC §6), so they are imported when
-# something unusual needs them. email.utils, calendar and typing never are.
-from ._record import named_record
+import base64
+import collections
+import re
+
+# A plain URL is split with string methods (a property test holds it equal
+# to urlsplit); urllib.parse is imported for the others.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Final, Mapping, NamedTuple
+    from typing import Final, Mapping, NamedTuple
 
 __all__ = [
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
     "TRANSIENT_STATUSES",
     "ContentRange",
-    "LazyPattern",
     "basic_auth_header",
     "bypasses_proxy",
     "check_url",
@@ -59,28 +59,10 @@ _SCHEMES: Final = frozenset(["http", "https"])
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
-class LazyPattern:
-    """A regular expression compiled, and ``re`` imported, at its first use."""
-
-    __slots__ = ("_compiled", "_flags", "_source")
-
-    def __init__(self, source: str, ignore_case: bool = False) -> None:
-        self._source = source
-        self._flags = ignore_case
-        self._compiled: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._compiled is None:
-            import re  # noqa: PLC0415 - see the comment on the imports above
-
-            self._compiled = re.compile(self._source, re.IGNORECASE if self._flags else 0)
-        return getattr(self._compiled, name)
-
-
-_CONTROL: Final = LazyPattern("[\x00-\x1f\x7f]")
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
 # Characters no host name or IP literal has (RFC 3986 reg-name): seen in
 # typos and injection attempts, and refused by DNS anyway.
-_BAD_HOST: Final = LazyPattern(r"[\s<>\"{}|\\^`/]")
+_BAD_HOST: Final = re.compile(r"[\s<>\"{}|\\^`/]")
 #: The same, for an ASCII host (\s: the ASCII whitespace, \x1c-\x1f included).
 _BAD_HOST_ASCII: Final = frozenset(' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f<>"{}|\\^`/')
 # What requests' requote_uri leaves alone: reserved characters and '%', so
@@ -90,9 +72,9 @@ _URL_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
 _QUOTE_FREE: Final = dict.fromkeys(
     map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~" + _URL_SAFE)
 )
-_CONTENT_RANGE: Final = LazyPattern(
+_CONTENT_RANGE: Final = re.compile(
     r"\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*",
-    ignore_case=True,
+    re.IGNORECASE,
 )
 #: What a URL must not contain to be split without urllib.parse (see _split_plain).
 _NOT_PLAIN: Final = frozenset(" \\#[]@")
@@ -288,9 +270,9 @@ if TYPE_CHECKING:
         total: int | None
 
 else:
-    # What collections.namedtuple makes, without importing collections or
-    # typing; type checkers see the typed fields.
-    _ContentRangeFields = named_record("ContentRange", ["start", "end", "total"], __name__)
+    # collections.namedtuple at run time (typing is not imported for it);
+    # type checkers see the typed fields.
+    _ContentRangeFields = collections.namedtuple("ContentRange", ["start", "end", "total"])
 
 
 class ContentRange(_ContentRangeFields):
@@ -435,7 +417,10 @@ def parse_content_length(value: str | None) -> int | None:
     # int() alone would accept "+5", "1_000" and non-ASCII digits.
     if not all(_is_digits(piece) for piece in pieces):
         return None
-    lengths = {int(piece) for piece in pieces}
+    try:
+        lengths = {int(piece) for piece in pieces}
+    except ValueError:  # more digits than int() converts (3.11+): no length either
+        return None
     return lengths.pop() if len(lengths) == 1 else None
 
 
@@ -917,11 +902,7 @@ def basic_auth_header(user: str, password: str) -> str:
     if ":" in user:
         # The password is not named: messages end up in logs.
         raise ValueError(f"a Basic auth user name cannot contain ':': {user!r}")
-    # binascii, not base64: base64 imports struct for nothing here. At first
-    # use: only a download with credentials builds this header.
-    import binascii  # noqa: PLC0415
-
-    token = binascii.b2a_base64(f"{user}:{password}".encode(), newline=False)
+    token = base64.b64encode(f"{user}:{password}".encode())
     return "Basic " + token.decode("ascii")
 
 

@@ -10,12 +10,11 @@ Pure except :func:`file_digests`, which reads the file it is given.
 
 from __future__ import annotations
 
-# hashlib (OpenSSL), zlib and base64 are imported where a checksum is
-# parsed or computed: a download without one never loads them (SPEC §6);
-# nor is re, which costs more to import than these few checks.
+import collections
 import sys
 
-from ._record import named_record
+# hashlib (OpenSSL) and zlib are imported where a checksum is parsed or
+# computed: a download without one never loads them (SPEC §6).
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,9 +106,9 @@ if TYPE_CHECKING:
         expected: str
 
 else:
-    # What collections.namedtuple makes, without importing collections or
-    # typing; type checkers see the typed fields.
-    _ChecksumFields = named_record("Checksum", ["algorithm", "expected"], __name__)
+    # collections.namedtuple at run time (typing is not imported for it);
+    # type checkers see the typed fields.
+    _ChecksumFields = collections.namedtuple("Checksum", ["algorithm", "expected"])
 
 
 class Checksum(_ChecksumFields):

@@ -20,9 +20,8 @@ Pure functions: no IO, no environment (the preference is passed in).
 
 from __future__ import annotations
 
+import collections
 import os
-
-from ._record import named_record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ __all__ = [
 
 #: One source of a file: the URL or URI, and the S3 region where the
 #: table said it (``None``: not known, or not S3).
-Source = named_record("Source", ["uri", "region"], __name__)
+Source = collections.namedtuple("Source", ["uri", "region"])
 
 #: One item, ready to plan: ``sources`` (a tuple of :data:`Source`, in the
 #: caller's order), ``local`` (the local path as given, or ``None``),
@@ -56,7 +55,7 @@ Source = named_record("Source", ["uri", "region"], __name__)
 #: this item ends with, or ``None``), ``label`` (what messages call it: its
 #: first source, or the item's repr), ``notes`` (what was left out of a
 #: table row and why, for ``verbose``).
-Item = named_record("Item", ["sources", "local", "checksum", "error", "label", "notes"], __name__)
+Item = collections.namedtuple("Item", ["sources", "local", "checksum", "error", "label", "notes"])
 
 #: The keys a manifest mapping may have (SPEC §2.3).
 ITEM_KEYS: Final = ("source", "local_filepath", "checksum")

@@ -12,10 +12,9 @@ Pure functions: no file system access, no environment.
 from __future__ import annotations
 
 import os
+import re
 
-# re and urllib.parse are imported when a name needs them: a plain URL's
-# plain name does not, and download_many derives one for every item.
-from ._httputil import LazyPattern, split_plain
+from ._httputil import split_plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,10 +38,10 @@ MAX_NAME_BYTES: Final = 200
 # file system), bidi overrides (a name that displays unlike what it is) and
 # the characters Windows forbids: ':' there opens an NTFS alternate data
 # stream. Replaced on every platform so a URL gives the same name everywhere.
-_UNSAFE_CHARS: Final = LazyPattern(
+_UNSAFE_CHARS: Final = re.compile(
     '[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069<>:"|?*]'
 )
-_SEPARATORS: Final = LazyPattern(r"[/\\]")
+_SEPARATORS: Final = re.compile(r"[/\\]")
 #: What the two patterns above can touch in printable ASCII.
 _SPECIAL_ASCII: Final = frozenset('<>:"|?*/\\')
 # Windows opens a device for these names, with any extension, in any folder.
@@ -225,14 +224,14 @@ def filename_from_s3_key(key: str) -> str | None:
 
 
 # Inline flags ((?xs): VERBOSE, DOTALL): compiled at the first header parsed.
-_PARAMETER: Final = LazyPattern(
+_PARAMETER: Final = re.compile(
     r"""(?xs)\s*(?P<name>[^\s=;]*)\s*
         (?:=\s*(?P<value>"(?:[^"\\]|\\.)*"|[^;]*))?
         [^;]*(?:;|\Z)"""
 )
-_QUOTED_STRING: Final = LazyPattern(r'(?s)"((?:[^"\\]|\\.)*)"')
-_QUOTED_PAIR: Final = LazyPattern(r"(?s)\\(.)")
-_EXTENDED_VALUE: Final = LazyPattern(r"(?s)(?P<charset>[^']*)'[^']*'(?P<text>.*)\Z")
+_QUOTED_STRING: Final = re.compile(r'(?s)"((?:[^"\\]|\\.)*)"')
+_QUOTED_PAIR: Final = re.compile(r"(?s)\\(.)")
+_EXTENDED_VALUE: Final = re.compile(r"(?s)(?P<charset>[^']*)'[^']*'(?P<text>.*)\Z")
 _EXTENDED_CHARSETS: Final = frozenset(["utf-8", "iso-8859-1", "latin-1", "us-ascii"])
 
 

@@ -19,7 +19,7 @@ import time
 from . import _exchange, _httputil
 from ._errors import DownloadError
 from ._exchange import Stopped
-from ._partfile import PartFile, Writer
+from ._partfile import PartFile, PartRange, Writer
 from ._transport import ConnectionFault
 
 TYPE_CHECKING = False
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._exchange import FetchRequest
-    from ._partfile import TargetLock
+    from ._partfile import PartState, TargetLock
     from ._transport import Response, Transport
 
 #: Objects smaller than this are not split: the extra requests cost more
@@ -44,10 +44,10 @@ class ObjectChanged(Exception):
     """A range came back from another version of the object: start again."""
 
 
-def plan_parts(size: int, connections: int) -> list[list[int]]:
-    """``[start, end, done]`` per range: equal ranges, none under MIN_PART_SIZE."""
+def plan_parts(size: int, connections: int) -> list[PartRange]:
+    """Equal ranges of an object of ``size`` bytes, one per connection, none under MIN_PART_SIZE."""
     parts = max(1, min(connections, size // MIN_PART_SIZE))
-    return [[start, end, 0] for start, end in _httputil.plan_ranges(size, parts)]
+    return [PartRange(start, end) for start, end in _httputil.plan_ranges(size, parts)]
 
 
 def can_split(size: int | None, validator: str | None, connections: int) -> bool:
@@ -72,20 +72,21 @@ class ParallelDownload:
         Shared by the range workers (its pool is thread-safe).
     lock : TargetLock
         Held for the target; refreshed while data arrives.
-    state : dict
+    state : PartState
         The ``.part.json`` state, with ``size``, ``validator`` and ``parts``.
     """
 
     def __init__(
-        self, request: FetchRequest, transport: Transport, lock: TargetLock, state: dict[str, Any]
+        self, request: FetchRequest, transport: Transport, lock: TargetLock, state: PartState
     ) -> None:
         self.request = request
         self.transport = transport
         self.lock = lock
         self.part = PartFile(request.target)
         self.state = state
-        self.size: int = state["size"]
-        self.parts: list[list[int]] = state["parts"]
+        assert state.size is not None  # only a known size is split
+        self.size: int = state.size
+        self.parts = state.parts
         import threading  # only large files are split: small ones never pay for it
 
         self._lock = threading.Lock()
@@ -93,7 +94,7 @@ class ParallelDownload:
         #: The answers being read now, cut when a range fails.
         self._reading: set[Response] = set()
         self._unsaved = 0
-        self._done = sum(p[2] for p in self.parts)
+        self._done = sum(p.done for p in self.parts)
         self.sink: Any = None
 
     # -- the run --------------------------------------------------------------
@@ -116,12 +117,12 @@ class ParallelDownload:
             raise
         self.sink = _exchange.make_sink(self.request)
         self.sink.start(self.size, self._done)
-        todo = [p for p in self.parts if p[0] + p[2] <= p[1]]
+        todo = [p for p in self.parts if p.missing]
         ok = False
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
                 futures = [
-                    pool.submit(self._fetch_range, fd, p, first if p[0] == 0 else None)
+                    pool.submit(self._fetch_range, fd, p, first if p.start == 0 else None)
                     for p in todo
                 ]
                 errors: list[BaseException] = []
@@ -155,8 +156,8 @@ class ParallelDownload:
             self._unsaved = 0
             self.part.save_state(self.state)
 
-    def _progress(self, part: list[int], n: int) -> None:
-        part[2] += n
+    def _progress(self, part: PartRange, n: int) -> None:
+        part.done += n
         with self._lock:
             self._done += n
             self._unsaved += n
@@ -176,20 +177,20 @@ class ParallelDownload:
 
     # -- one range --------------------------------------------------------------
 
-    def _fetch_range(self, fd: int, part: list[int], first: Response | None) -> None:
+    def _fetch_range(self, fd: int, part: PartRange, first: Response | None) -> None:
         """One range, retried from the byte it reached, until it is on disk or stopped."""
         pending = [first] if first is not None else []
 
         def attempt() -> None:
             # An answer may cover less than the range (the engine's first one
             # does): the rest is asked for at once, on the same connection.
-            while part[0] + part[2] <= part[1]:
+            while part.missing:
                 response = pending.pop() if pending else None
                 self._attempt_range(fd, part, response)
 
         try:
             _exchange.retrying(
-                self.request, attempt, progress=lambda: part[2], sleep=self._stop.wait
+                self.request, attempt, progress=lambda: part.done, sleep=self._stop.wait
             )
         except Stopped:
             pass
@@ -200,21 +201,15 @@ class ParallelDownload:
             for response in pending:
                 response.close()  # never used: stopped before its first try
 
-    def _range_headers(self, part: list[int]) -> dict[str, str]:
-        headers = {"Range": _httputil.format_range(part[0] + part[2], part[1])}
-        if self.request.conditional == "if-match":
-            headers["If-Match"] = self.state["etag"]
-        else:
-            headers["If-Range"] = self.state["validator"]
-        return headers
-
-    def _attempt_range(self, fd: int, part: list[int], response: Response | None) -> None:
+    def _attempt_range(self, fd: int, part: PartRange, response: Response | None) -> None:
         if self._stop.is_set():
             if response is not None:
                 response.close()
             raise Stopped()
         if response is None:
-            headers = self._range_headers(part)
+            headers = _exchange.conditional_range(
+                self.request, self.state, part.next_byte, part.end
+            )
             response = _exchange.open_url(self.request, self.transport, "GET", headers)
         with self._lock:
             self._reading.add(response)
@@ -228,8 +223,8 @@ class ParallelDownload:
             with self._lock:
                 self._reading.discard(response)
 
-    def _read_range(self, fd: int, part: list[int], response: Response) -> None:
-        start = part[0] + part[2]
+    def _read_range(self, fd: int, part: PartRange, response: Response) -> None:
+        start = part.next_byte
         status = response.status
         if _httputil.is_transient_status(status):
             raise _exchange.transient_status(self.request, response)
@@ -247,7 +242,7 @@ class ParallelDownload:
             raise ObjectChanged(
                 f"unexpected Content-Range {response.headers.get('Content-Range')!r}"
             )
-        end = min(part[1], content_range.end)
+        end = min(part.end, content_range.end)
         _exchange.read_body(
             response,
             Writer(fd, start, self.part.path),
@@ -259,7 +254,7 @@ class ParallelDownload:
     # -- the end ----------------------------------------------------------------
 
     def _verify_and_commit(self) -> None:
-        if any(p[0] + p[2] <= p[1] for p in self.parts):
+        if any(p.missing for p in self.parts):
             raise DownloadError(f"{self.request.label}: ranges still missing")
         _exchange.verify_and_commit(self.request, self.part, self.state, None)
 

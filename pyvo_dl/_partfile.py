@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import os
 import time
-from _socket import gethostname
+from dataclasses import dataclass, field
+from socket import gethostname
 
 from ._errors import DownloadError
 
@@ -84,27 +86,99 @@ def prepare_target(path: str) -> None:
         raise disk_error(exc, parent, "create the folder") from exc
 
 
-def write_new_file(path: str, data: memoryview) -> None:
-    """Write ``data`` to a new file at ``path`` (a ``.part``), never through a symbolic link.
+@dataclass
+class PartRange:
+    """One range of a parallel download: ``start`` to ``end`` (inclusive), ``done`` bytes in.
 
-    Raises
-    ------
-    DownloadError
-        Naming ``path``, when it cannot be written; nothing is left there then.
+    In ``.part.json`` as ``[start, end, done]``.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
-    except OSError as exc:
-        raise disk_error(exc, path, "create") from exc
-    try:
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
-    except OSError as exc:
-        os.close(fd)
-        _remove(path)  # the caller still holds every byte: nothing is lost
-        raise disk_error(exc, path, "write") from exc
-    os.close(fd)
+
+    start: int
+    end: int
+    done: int = 0
+
+    @property
+    def next_byte(self) -> int:
+        """The first byte still missing."""
+        return self.start + self.done
+
+    @property
+    def missing(self) -> bool:
+        """Whether bytes of the range are still missing."""
+        return self.start + self.done <= self.end
+
+
+@dataclass
+class PartState:
+    """What a ``.part`` was made from: enough for a later call to resume it safely (SPEC §3.2).
+
+    Written to ``<target>.part.json`` as a JSON object with these names
+    (``checksums`` as ``[algorithm, hex]`` pairs, ``parts`` as
+    :class:`PartRange` triples).
+
+    Attributes
+    ----------
+    identity : str
+        The URL or ``s3://bucket/key`` the download was asked for.
+    url : str
+        Where the bytes came from (after redirects).
+    validator : str or None
+        What ``If-Range`` (S3: ``If-Match``) sends: a strong ETag or a date.
+    etag : str or None
+        The ETag as the server sent it.
+    size : int or None
+        The object's length.
+    checksums : list of (str, str)
+        ``(algorithm, hex)`` the server announced (S3's ETag, x-amz-checksum-*).
+    parts : list of PartRange
+        The ranges of a parallel download; empty for one stream.
+    """
+
+    identity: str
+    url: str
+    validator: str | None
+    etag: str | None
+    size: int | None
+    checksums: list[tuple[str, str]] = field(default_factory=list)
+    parts: list[PartRange] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """The JSON text of ``.part.json``."""
+        fields = {
+            "identity": self.identity, "url": self.url, "validator": self.validator,
+            "etag": self.etag, "size": self.size, "checksums": [list(c) for c in self.checksums],
+            "parts": [[p.start, p.end, p.done] for p in self.parts],
+        }  # fmt: skip
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, data: Any) -> PartState | None:
+        """The state a ``.part.json`` holds; None when it is not one (torn, edited, older)."""
+        try:
+            state = cls(
+                identity=_typed(data["identity"], str),
+                url=_typed(data["url"], str),
+                validator=_typed(data["validator"], str, None),
+                etag=_typed(data["etag"], str, None),
+                size=_typed(data["size"], int, None),
+                checksums=[(_typed(a, str), _typed(h, str)) for a, h in data.get("checksums", [])],
+                parts=[
+                    PartRange(_typed(s, int), _typed(e, int), _typed(d, int))
+                    for s, e, d in data.get("parts", [])
+                ],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        return state
+
+
+def _typed(value: Any, kind: type, *optional: None) -> Any:
+    """``value`` if it is a ``kind`` (bool is no int here), or None when allowed; else TypeError."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a {kind.__name__}")
+    return value
 
 
 class PartFile:
@@ -130,19 +204,19 @@ class PartFile:
         except FileNotFoundError:
             return 0
 
-    def load_state(self) -> dict[str, Any] | None:
+    def load_state(self) -> PartState | None:
         """The recorded state, or ``None`` when there is none or it is unreadable."""
-        state = _read_json(self.state_path)
-        self.has_state = state is not None
-        return state
+        data = _read_json(self.state_path)
+        self.has_state = data is not None
+        return None if data is None else PartState.from_json(data)
 
-    def save_state(self, state: dict[str, Any]) -> None:
+    def save_state(self, state: PartState) -> None:
         """Record ``state`` atomically (write aside, then replace)."""
         tmp = f"{self.state_path}.{os.getpid()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW
         try:
             with os.fdopen(os.open(tmp, flags, 0o666), "w", encoding="utf-8") as f:
-                f.write(_dumps(state))
+                f.write(state.to_json())
             os.replace(tmp, self.state_path)
             self.has_state = True
         except OSError as exc:
@@ -278,7 +352,7 @@ _HOLDER: tuple[int, str, str] | None = None
 
 
 def _holder() -> tuple[int, str, str]:
-    """This process as a lock holder: (pid, host as JSON, ``host:pid``), found once per process.
+    """This process as a lock holder: (pid, host, ``host:pid``), found once per process.
 
     getpid is a system call; a forked child forgets the parent's answer
     (os.register_at_fork below) instead of asking at every lock.
@@ -287,7 +361,7 @@ def _holder() -> tuple[int, str, str]:
     if _HOLDER is None:
         pid = os.getpid()
         host = gethostname()
-        _HOLDER = (pid, _json_string(host), f"{host}:{pid}")
+        _HOLDER = (pid, host, f"{host}:{pid}")
     return _HOLDER
 
 
@@ -298,17 +372,6 @@ def _forget_holder() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_holder)
-
-
-#: Text that stands in a JSON string as it is (host names, tokens, numbers).
-_PLAIN = dict.fromkeys(
-    map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:+-")
-)
-
-
-def _json_string(text: str) -> str:
-    """``json.dumps(text)``, without importing json for the usual plain text."""
-    return _dumps(text) if text.translate(_PLAIN) else f'"{text}"'
 
 
 def _pid_alive(pid: int) -> bool:
@@ -344,11 +407,8 @@ class TargetLock:
         self.waited = False
 
     def _content(self) -> str:
-        # What json.dumps({"host", "pid", "token"}) gives, in fewer steps:
-        # this runs for every file of a long list.
         pid, host, _ = _holder()
-        token = _json_string(self._token)
-        return f'{{"host": {host}, "pid": {pid}, "token": {token}}}'
+        return json.dumps({"host": host, "pid": pid, "token": self._token})
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free (or stale); return whether it was taken."""
@@ -504,40 +564,6 @@ def _remove_if_abandoned(path: str, clock: Callable[[], float]) -> bool:
     return removed
 
 
-def _dumps(value: Any) -> str:
-    """``json.dumps(value)`` for the state and lock files' plain values.
-
-    json imports re (with enum, functools and collections): more than a
-    large download's start-up should pay to write a few lines. Strings are
-    escaped by json's own C function; the rest is what json.dumps writes.
-    """
-    if isinstance(value, str):
-        return _json_quote(value)
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(map(_dumps, value)) + "]"
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        items = (f"{_json_quote(key)}: {_dumps(item)}" for key, item in value.items())
-        return "{" + ", ".join(items) + "}"
-    import json  # noqa: PLC0415 - anything else (never written today)
-
-    return json.dumps(value)
-
-
-def _json_quote(text: str) -> str:
-    try:
-        from _json import encode_basestring_ascii  # noqa: PLC0415 - C, imports nothing
-    except ImportError:  # a Python built without json's accelerator
-        from json.encoder import (  # noqa: PLC0415
-            py_encode_basestring_ascii as encode_basestring_ascii,
-        )
-
-    return str(encode_basestring_ascii(text))
-
-
 def _read_json(path: str) -> dict[str, Any] | None:
     """The JSON object in ``path``; None when there is none (the usual case) or it is torn."""
     try:
@@ -555,8 +581,6 @@ def _read_json(path: str) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
-    import json  # noqa: PLC0415 - see _dumps
-
     try:
         data = json.loads(b"".join(chunks).decode("utf-8"))
     except ValueError:

@@ -198,6 +198,16 @@ def test_parse_content_length(value: str | None, expected: int | None) -> None:
     assert parse_content_length(value) == expected
 
 
+def test_parse_content_length_of_5000_digits_is_no_crash() -> None:
+    """Issue 11: int() of that many digits raised ValueError (int_max_str_digits, 3.11+).
+
+    On a Python without the limit the number is read; with it, it is no length.
+    """
+    value = "9" * 5000
+    limited = hasattr(__import__("sys"), "set_int_max_str_digits")
+    assert parse_content_length(value) == (None if limited else int(value))
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

@@ -35,7 +35,6 @@ ROOT = os.path.dirname(PACKAGE_DIR)
 #: import each other).
 ROWS = {
     "_errors": 0,
-    "_record": 0,
     "_names": 1,
     "_httputil": 1,
     "_retry": 1,
@@ -145,12 +144,13 @@ def test_import_is_light() -> None:
 
 
 #: Modules a plain-http download has no use for (SPEC §6): what it does use
-#: (http.client, with the email parser, ssl and socket under it) is imported
-#: at the first request; these never are, until something needs them (a
-#: checksum, a log handler, parallel ranges, an S3 listing, a session).
+#: (http.client, with the email parser, ssl and socket under it; json and
+#: dataclasses for its records) is imported at the first request; these
+#: never are, until something needs them (a checksum, a log handler,
+#: parallel ranges, an S3 listing, a session).
 NOT_FOR_A_PLAIN_DOWNLOAD = [
     "hashlib", "zlib", "logging", "concurrent", "xml", "urllib.request", "typing",
-    "asyncio", "subprocess", "tempfile", "shutil", "inspect", "botocore", "requests",
+    "asyncio", "subprocess", "tempfile", "shutil", "botocore", "requests",
 ]  # fmt: skip
 
 

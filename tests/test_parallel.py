@@ -166,11 +166,14 @@ def test_sigkill_then_resume_fetches_only_missing_parts(
 
 
 def test_plan_parts_are_equal_and_cover_once() -> None:
+    from pyvo_dl._partfile import PartRange
+
     parts = _parallel.plan_parts(100 * MIB + 3, 8)
     assert len(parts) == 8
-    assert parts[0][0] == 0
-    assert parts[-1][1] == 100 * MIB + 2
-    sizes = [end - start + 1 for start, end, _ in parts]
+    assert parts[0].start == 0
+    assert parts[-1].end == 100 * MIB + 2
+    sizes = [p.end - p.start + 1 for p in parts]
     assert max(sizes) - min(sizes) <= 8
-    assert all(a[1] + 1 == b[0] for a, b in zip(parts, parts[1:]))
-    assert _parallel.plan_parts(5 * MIB, 8) == [[0, 5 * MIB - 1, 0]]
+    assert all(a.end + 1 == b.start for a, b in zip(parts, parts[1:]))
+    assert all(p.done == 0 and p.missing for p in parts)
+    assert _parallel.plan_parts(5 * MIB, 8) == [PartRange(0, 5 * MIB - 1, 0)]

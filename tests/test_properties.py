@@ -479,18 +479,55 @@ def test_entity_bomb_error_body_from_a_server_is_a_clean_error(
     assert not os.path.exists(target)
 
 
-_JSON_PLAIN = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
+_TEXT = st.text()
+_MAYBE_TEXT = st.none() | st.text()
+_SIZES = st.integers(min_value=0, max_value=2**62)
+_STATES = st.builds(
+    lambda identity, url, validator, etag, size, checksums, parts: (
+        identity, url, validator, etag, size, checksums, parts
+    ),
+    _TEXT, _TEXT, _MAYBE_TEXT, _MAYBE_TEXT, st.none() | _SIZES,
+    st.lists(st.tuples(_TEXT, _TEXT), max_size=3),
+    st.lists(st.tuples(_SIZES, _SIZES, _SIZES), max_size=4),
+)  # fmt: skip
 
 
-@given(_JSON_PLAIN)
-def test_state_files_are_written_as_json_dumps_would(value: object) -> None:
-    """The .part.json / .lock writer (without importing json) writes what json.dumps writes."""
+@given(_STATES)
+def test_part_state_survives_its_file(fields: tuple[object, ...]) -> None:
+    """A .part.json read back is the state that was written (any text, any size)."""
     import json
 
-    from pyvo_dl._partfile import _dumps
+    from pyvo_dl._partfile import PartRange, PartState
 
-    assert _dumps(value) == json.dumps(value)
+    identity, url, validator, etag, size, checksums, parts = fields
+    state = PartState(
+        identity,
+        url,
+        validator,
+        etag,
+        size,
+        list(checksums),  # type: ignore[arg-type]
+        [PartRange(*p) for p in parts],  # type: ignore[misc]
+    )
+    assert PartState.from_json(json.loads(state.to_json())) == state
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": True},
+        {"identity": "u", "url": "u", "validator": 5, "etag": None, "size": 1},
+        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": 1,
+         "parts": [[0, 1]]},
+        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": 1,
+         "checksums": [["md5"]]},
+        [],
+        "text",
+    ],
+)  # fmt: skip
+def test_part_state_refuses_what_it_did_not_write(data: object) -> None:
+    """A torn, edited or foreign .part.json is no state (the download starts over)."""
+    from pyvo_dl._partfile import PartState
+
+    assert PartState.from_json(data) is None
