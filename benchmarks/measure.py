@@ -215,8 +215,11 @@ def run_process(
         timed_out=killer.timed_out,
     )
     if before is not None and after is not None:
-        # Ticks are 10 ms: a short run's share is coarse, a scenario's sum is not.
-        outcome.others = max(0.0, after[0] - before[0] - outcome.cpu)
+        # Ticks are 10 ms: a short run's share is coarse, a scenario's sum is
+        # not. A core's counters can also catch up late (a full run once
+        # showed three times a 0.15 s run's length): never more than the run.
+        others = after[0] - before[0] - outcome.cpu
+        outcome.others = min(max(0.0, others), outcome.wall)
         outcome.steal = after[1] - before[1]
     if killer.timed_out:
         outcome.error = f"timed out after {timeout:.0f} s"
