@@ -402,17 +402,24 @@ def environment() -> Any:
 
 
 def list_prefix(
-    target: S3Target, access: Access, options: dict[str, Any], transport: Transport
+    target: S3Target,
+    access: Access,
+    options: dict[str, Any],
+    transport: Transport,
+    source: str = "",
 ) -> list[tuple[str, int]]:
     """Every ``(key, size)`` under ``target.key`` (a prefix), following each page.
 
     ListObjectsV2 with ``encoding-type=url`` (keys that XML cannot carry
     come through), signed or not like the downloads; a wrong region is
-    switched once, as for objects.
+    switched once, as for objects. A listing that goes round in circles
+    (a token or the keys again) ends in an ``S3Error`` naming ``source``,
+    the prefix as the caller wrote it.
     """
     listed: list[tuple[str, int]] = []
     token: str | None = None
     switched = False
+    progress = _s3url.ListingProgress(target.bucket, source or f"s3://{target.bucket}/{target.key}")
     while True:
         url = target.endpoint.list_objects_url(
             target.bucket, target.key, token, encoding_type="url", max_keys=LIST_PAGE_SIZE
@@ -432,6 +439,7 @@ def list_prefix(
             access = access.for_region(region)
             continue
         page = _s3url.parse_list_objects_v2(body, target.bucket, url)
+        progress.check(page, url)
         listed.extend((obj.key, obj.size) for obj in page.keys)
         if not page.is_truncated:
             return listed

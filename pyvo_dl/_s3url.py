@@ -29,6 +29,7 @@ __all__ = [
     "Endpoint",
     "ListPage",
     "ListedObject",
+    "ListingProgress",
     "S3Location",
     "bucket_url",
     "check_bucket_name",
@@ -1078,3 +1079,81 @@ def parse_list_objects_v2(body: bytes, bucket: str, url: str = "") -> ListPage:
     if truncated and token is None:
         raise _malformed_listing(bucket, url, "IsTruncated is true but no NextContinuationToken")
     return ListPage(objects, token if truncated else None, truncated, tuple(prefixes))
+
+
+#: Empty truncated pages in a row that a listing may send (S3 Express
+#: directory buckets send some) before it counts as going nowhere.
+MAX_EMPTY_PAGES: Final = 1000
+
+
+class ListingProgress:
+    """Stops a ListObjectsV2 listing that goes round in circles (botocore does too).
+
+    S3 never sends a continuation token twice in one listing, nor a key it
+    listed already. A server or a cache in front of it that ignores the
+    token (one keyed on the path alone) sends the first page for ever, and
+    a client that believes it lists for ever. botocore refuses the same
+    token twice in a row; this refuses any token seen before (tokens that
+    take turns), a page that brings only keys already listed, and more
+    than :data:`MAX_EMPTY_PAGES` empty pages in a row.
+
+    Parameters
+    ----------
+    bucket : str
+        The bucket listed.
+    source : str
+        The prefix's ``s3://`` URI, as the caller wrote it, for messages.
+
+    Examples
+    --------
+    >>> progress = ListingProgress("b-1", "s3://b-1/p/")
+    >>> progress.check(ListPage([ListedObject("p/a", 1, None)], "t1", True))
+    >>> progress.check(ListPage([ListedObject("p/b", 1, None)], "t1", True))
+    Traceback (most recent call last):
+    ...
+    pyvo_dl.S3Error: S3 ListingLoop (HTTP 200) for s3://b-1/: the listing of s3://b-1/p/ \
+sent the continuation token 't1' a second time; the server (or a cache in front of it) \
+ignores continuation-token
+    """
+
+    def __init__(self, bucket: str, source: str) -> None:
+        self._bucket = bucket
+        self._source = source
+        self._tokens: set[str] = set()
+        self._keys: set[str] = set()
+        self._empty = 0
+
+    def check(self, page: ListPage, url: str = "") -> None:
+        """Take the next page, or raise :class:`~pyvo_dl.S3Error` (``ListingLoop``).
+
+        Parameters
+        ----------
+        page : ListPage
+            The page just read, in order.
+        url : str, optional
+            The URL that answered it.
+        """
+        names = [obj.key for obj in page.keys] + list(page.common_prefixes)
+        if names and self._keys.issuperset(names):
+            self._loop(url, f"sent {names[0]!r} again, with nothing new")
+        self._keys.update(names)
+        self._empty = 0 if names else self._empty + 1
+        if self._empty > MAX_EMPTY_PAGES:
+            self._loop(url, f"sent {self._empty} empty pages in a row")
+        token = page.next_token
+        if token is None:
+            return
+        if token in self._tokens:
+            self._loop(url, f"sent the continuation token {token!r} a second time")
+        self._tokens.add(token)
+
+    def _loop(self, url: str, what: str) -> None:
+        raise S3Error(
+            "ListingLoop",
+            200,
+            self._bucket,
+            "",
+            f"the listing of {self._source} {what}; the server (or a cache in front of it) "
+            "ignores continuation-token",
+            url=url,
+        )

@@ -11,17 +11,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import socket
 
 import pytest
 
 import pyvo_dl
-from servers import FaultServer
+from servers import FaultServer, build_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
-    from servers import Request
+    from servers import RawServer, Request
 
 BUCKET = "bkt"
 SIGNED_KEYS = [
@@ -249,3 +251,89 @@ def test_403_anonymous_without_credentials_suggests_profile(
     assert info.value.code == "AccessDenied"
     assert "aws_profile=" in str(info.value)
     assert len(_gets(http_server, path)) == 1
+
+
+# -- listings that never end (issue 12.10) ------------------------------------------
+
+#: Pages a looping test server sends before it gives in and ends the listing, so
+#: that a client without the check ends too (and the test fails, not hangs).
+LOOP_PAGES = 200
+
+
+def _listing_page(keys: list[str], token: str | None) -> bytes:
+    contents = "".join(f"<Contents><Key>{k}</Key><Size>1</Size></Contents>" for k in keys)
+    more = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
+    truncated = "true" if token else "false"
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?>"
+        "<ListBucketResult xmlns='http://s3.amazonaws.com/doc/2006-03-01/'>"
+        f"<Name>loop</Name><Prefix>p/</Prefix><IsTruncated>{truncated}</IsTruncated>"
+        f"{contents}{more}</ListBucketResult>"
+    ).encode()
+
+
+def _looping_lister(
+    next_page: Callable[[int], tuple[list[str], str | None]],
+) -> Callable[[socket.socket, bytes], None]:
+    """A ListObjectsV2 server whose page ``n`` is ``next_page(n)``, up to LOOP_PAGES."""
+    served = [0]
+
+    def handler(conn: socket.socket, request: bytes) -> None:
+        n = served[0]
+        served[0] += 1
+        keys, token = next_page(n) if n < LOOP_PAGES else (["p/last"], None)
+        body = _listing_page(keys, token)
+        conn.sendall(build_response(200, headers={"Content-Type": "application/xml"}, body=body))
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [
+        # A cache in front of the server keyed on the path alone (nginx's
+        # proxy_cache_key without $args): the first page, and its token, again
+        # and again. This is the loop the issue measured.
+        pytest.param(lambda n: (["p/a", "p/b"], "token-1"), id="same token"),
+        # Tokens that take turns: botocore's check (the same token twice in a
+        # row) misses this one.
+        pytest.param(lambda n: ([f"p/{n % 2}"], f"token-{n % 2}"), id="cycling tokens"),
+        # A server that ignores continuation-token (a V1-only S3 imitation
+        # such as an old Ceph RGW) but writes a fresh token on every page: the
+        # same keys for ever.
+        pytest.param(lambda n: (["p/a", "p/b"], f"fresh-{n}"), id="same keys, fresh tokens"),
+    ],
+)
+def test_a_listing_that_makes_no_progress_stops_with_an_s3_error(
+    raw_server_factory: Callable[..., RawServer],
+    tmp_path: Path,
+    pages: Callable[[int], tuple[list[str], str | None]],
+) -> None:
+    server = raw_server_factory(_looping_lister(pages))
+    with pytest.raises(pyvo_dl.S3Error) as info:
+        pyvo_dl.aws_download(
+            "s3://loop/p/", endpoint_url=server.base_url, recursive=True,
+            local_filepath=str(tmp_path / "in"), progress=False,
+        )  # fmt: skip
+    assert info.value.code == "ListingLoop"
+    assert "s3://loop/p/" in str(info.value)
+    assert len(server.requests) <= 3
+    assert not (tmp_path / "in").exists()
+
+
+def test_empty_pages_with_fresh_tokens_are_followed(
+    raw_server_factory: Callable[..., RawServer], tmp_path: Path
+) -> None:
+    """S3 Express directory buckets may send empty truncated pages: not a loop."""
+
+    def pages(n: int) -> tuple[list[str], str | None]:
+        return ([], f"t{n}") if n < 5 else (["p/x"], None)
+
+    server = raw_server_factory(_looping_lister(pages))
+    (tmp_path / "in").mkdir()
+    results = pyvo_dl.download_many(
+        ["s3://loop/p/"], tmp_path / "in", endpoint_url=server.base_url, recursive=True,
+        progress=False,
+    )  # fmt: skip
+    assert len(results) == 1  # p/x (whose "data" is this server's XML: it only lists)
+    assert len([r for r in server.requests if b"list-type=2" in r]) == 6
