@@ -181,10 +181,19 @@ def _http_transport(session: Any, auth: Any, ssl_context: Any, url: str) -> tupl
         return SessionTransport(session, None if basic else auth, origin=url), basic
     if auth is not None and basic is None:
         raise ValueError(
-            "auth must be a (user, password) pair; other auth objects need session= "
-            f"(a requests.Session), got {auth!r}"
+            "auth must be a (user, password) pair of strings; other auth objects need "
+            f"session= (a requests.Session), got {_describe_secret(auth)}"
         )
     return _stdlib_transport(ssl_context), basic
+
+
+def _describe_secret(value: Any) -> str:
+    """What ``value`` is, never what it holds: it may be a password (SPEC §3.7)."""
+    kind = type(value).__name__
+    if isinstance(value, (tuple, list)):
+        inside = ", ".join(type(item).__name__ for item in value)
+        return f"a {kind} of {len(value)} ({inside})"
+    return f"a {kind}"
 
 
 def _is_user_password(auth: Any) -> bool:
@@ -204,7 +213,10 @@ def _check_headers(headers: Any) -> dict[str, str]:
         raise ValueError(f"headers must be a mapping of str to str, not {headers!r}") from None
     for name, value in items.items():
         if not isinstance(name, str) or not isinstance(value, str):
-            raise ValueError(f"headers must map str to str; bad entry {name!r}: {value!r}")
+            # The value is not shown: it may be a credential (Authorization, Cookie).
+            raise ValueError(
+                f"headers must map str to str; the entry {name!r} is {_describe_secret(value)}"
+            )
         if not name or name.strip(_TOKEN_CHARS):
             # RFC 9110 §5.1: a field name is a token; a space, a colon or a
             # control character would make a malformed or a second header line.
@@ -233,19 +245,49 @@ _OWNED_HEADERS = frozenset(
 )  # fmt: skip
 
 
-def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
-    """The URL without ``user:password@`` (never printed or logged) and that pair."""
-    if "@" not in url:
-        return url, None
-    import urllib.parse
+def _hide_passwords(exc: BaseException) -> BaseException:
+    """Hide every URL password in ``exc``, its attributes and its causes; return it.
 
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    bare = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
-    return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
+    The boundary filter of SPEC §3.7 for what the public functions raise or
+    return: the message and every text attribute (``url``, ``source``,
+    ``reason``, ...) go through ``_httputil.redact``, and so do the chained
+    exceptions a traceback shows. Messages are written with the URL as the
+    caller gave it; this is what keeps its password out of them.
+    """
+    from ._httputil import redact
+
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+        except (AttributeError, TypeError):
+            pass  # an exception type that keeps its args read-only
+        for name, value in list(getattr(current, "__dict__", {}).items()):
+            if isinstance(value, str):
+                setattr(current, name, redact(value))
+            elif isinstance(value, list):
+                # __notes__, and AllSourcesFailedError.failures: (source, error) pairs.
+                value[:] = [_hidden_in(entry, redact, todo) for entry in value]
+        if isinstance(current, OSError) and isinstance(current.strerror, str):
+            current.strerror = redact(current.strerror)
+        todo.extend((current.__cause__, current.__context__))
+    return exc
+
+
+def _hidden_in(entry: Any, redact: Any, todo: list[BaseException | None]) -> Any:
+    """One entry of a list attribute of an exception, its texts redacted, its errors queued."""
+    if isinstance(entry, str):
+        return redact(entry)
+    if isinstance(entry, BaseException):
+        todo.append(entry)
+    elif isinstance(entry, tuple):
+        return tuple(_hidden_in(part, redact, todo) for part in entry)
+    return entry
 
 
 def _name_for_url(url: str, request: FetchRequest, transport: Transport) -> str:
@@ -355,12 +397,16 @@ def http_download(
     """
     from . import _engine
 
-    request, transport = _http_request(
-        url, local_filepath, cache, timeout, session, auth, verbose, resume=resume,
-        retries=retries, checksum=checksum, headers=headers, progress=progress,
-        connections=connections, ssl_context=ssl_context,
-    )  # fmt: skip
-    return _engine.fetch(request, transport)
+    try:
+        request, transport = _http_request(
+            url, local_filepath, cache, timeout, session, auth, verbose, resume=resume,
+            retries=retries, checksum=checksum, headers=headers, progress=progress,
+            connections=connections, ssl_context=ssl_context,
+        )  # fmt: skip
+        return _engine.fetch(request, transport)
+    except BaseException as exc:
+        _hide_passwords(exc)
+        raise
 
 
 def _http_request(
@@ -395,8 +441,9 @@ def _http_request(
             f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
             "which picks by the scheme"
         )
-    url, from_url = _split_userinfo(url)
-    url = _httputil.check_url(url)
+    # Checked as given, so that a refusal quotes it as written (its password
+    # hidden); then user:password@ is taken out, never to be printed or logged.
+    url, from_url = _httputil.split_userinfo(_httputil.check_url(url))
     if auth is None and from_url is not None:
         auth = from_url  # user:password@ in the URL, as curl and requests take it
     seconds = _check_common(timeout, retries, connections)
@@ -480,7 +527,7 @@ class DownloadedPath(str):
     Attributes
     ----------
     source : str
-        As given.
+        As given, with a URL's password shown as ``***`` (SPEC §3.7).
 
     Examples
     --------
@@ -493,9 +540,11 @@ class DownloadedPath(str):
     source: str
 
     def __new__(cls, path: str, source: str) -> DownloadedPath:
-        """Make the path string and attach its source."""
+        """Make the path string and attach its source (its password hidden)."""
+        from ._httputil import redact_url
+
         self = super().__new__(cls, path)
-        self.source = source
+        self.source = redact_url(source)
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -563,19 +612,25 @@ def download(
     pyvo_dl.DownloadError
         As `http_download` and `aws_download` raise, for one source.
     """
-    order = resolve_prefer(prefer)
-    if isinstance(source, (list, tuple)):
-        from . import _items
+    try:
+        order = resolve_prefer(prefer)
+        if isinstance(source, (list, tuple)):
+            from . import _items
 
-        sources = _items.parse_sources(source, "source")
-        return download_sources(sources, local_filepath, order, kwargs, _download_one)
-    return DownloadedPath(_download_one(source, local_filepath, kwargs), source)
+            sources = _items.parse_sources(source, "source")
+            return download_sources(sources, local_filepath, order, kwargs, _download_one)
+        return DownloadedPath(_download_one(source, local_filepath, kwargs), source)
+    except BaseException as exc:
+        _hide_passwords(exc)
+        raise
 
 
 def _download_one(source: str, local_filepath: Any, kwargs: dict[str, Any]) -> str:
     """`download` of one source, choosing by the scheme."""
     if not isinstance(source, str):
-        raise ValueError(f"source must be a URL or s3:// URI string, not {source!r}")
+        raise _hide_passwords(
+            ValueError(f"source must be a URL or s3:// URI string, not {source!r}")
+        )
     scheme = source.split(":", 1)[0].lower() if ":" in source else ""
     if scheme == "s3":
         kwargs = _drop(kwargs, _HTTP_ONLY | _ITEM_ONLY)
@@ -584,7 +639,9 @@ def _download_one(source: str, local_filepath: Any, kwargs: dict[str, Any]) -> s
         return aws_download(uri=source, local_filepath=local_filepath, **kwargs)
     if scheme in ("http", "https"):
         return http_download(source, local_filepath, **_http_options(kwargs))
-    raise ValueError(f"unsupported source {source!r}: expected an http(s):// URL or s3:// URI")
+    raise _hide_passwords(
+        ValueError(f"unsupported source {source!r}: expected an http(s):// URL or s3:// URI")
+    )
 
 
 def download_sources(
@@ -603,20 +660,20 @@ def download_sources(
     URL or ``s3://bucket/key``), and the engine starts over from byte 0 for
     a request of another identity.
     """
-    from . import _exchange, _items
+    from . import _exchange, _httputil, _items
 
     for source in sources:
         _check_source(source.uri)
     if local_filepath is None:
         local_filepath = _items.name_for_sources(sources)
         if not local_filepath:
-            given = [_items.without_userinfo(s.uri) for s in sources]
+            given = [_httputil.redact_url(s.uri) for s in sources]
             raise ValueError(f"cannot derive a file name from {given}; pass local_filepath=")
     ordered = _items.order_sources(sources, prefer)
     verbose = bool(kwargs.get("verbose"))
     failures: list[tuple[str, BaseException]] = []
     for number, source in enumerate(ordered, 1):
-        shown = _items.without_userinfo(source.uri)
+        shown = _httputil.redact_url(source.uri)
         options = kwargs
         if source.region is not None:
             # The table's region for its bucket: more precise than a call's region=.
@@ -628,7 +685,7 @@ def download_sources(
                 raise
             failures.append((shown, exc))
             if number < len(ordered):
-                following = _items.without_userinfo(ordered[number].uri)
+                following = _httputil.redact_url(ordered[number].uri)
                 _exchange.say(
                     verbose,
                     f"{shown} failed ({' '.join(str(exc).split())}); trying source "
@@ -657,7 +714,7 @@ def _check_source(uri: str) -> None:
             raise ValueError(f"no key given in {uri!r}: name the object to download")
         return
     if uri[:8].lower().startswith(("http://", "https://")):
-        _httputil.check_url(_split_userinfo(uri)[0])
+        _httputil.check_url(uri)
         return
     raise ValueError(f"unsupported source {uri!r}: expected an http(s):// URL or s3:// URI")
 
@@ -802,21 +859,25 @@ def aws_download(
     pyvo_dl.DownloadError
         For any other failure.
     """
-    if bucket_name is None:
-        bucket_name = bucket
-    elif bucket is not None and bucket != bucket_name:
-        raise ValueError(f"bucket_name={bucket_name!r} and bucket={bucket!r} disagree")
-    bucket_name, key = _s3_location(uri, bucket_name, key, recursive)
-    seconds = _check_common(timeout, retries, connections)
-    path = _local_path(local_filepath, folder=recursive)
-    with _AwsScope() as aws:
-        return _aws_download(
-            aws.context(), bucket_name, key, path, cache, seconds, aws_profile, session, verbose,
-            endpoint_url=endpoint_url, region=region, requester_pays=requester_pays,
-            resume=resume, retries=retries, checksum=checksum, progress=progress,
-            connections=connections, recursive=recursive, timeout_given=timeout,
-            ssl_context=ssl_context,
-        )  # fmt: skip
+    try:
+        if bucket_name is None:
+            bucket_name = bucket
+        elif bucket is not None and bucket != bucket_name:
+            raise ValueError(f"bucket_name={bucket_name!r} and bucket={bucket!r} disagree")
+        bucket_name, key = _s3_location(uri, bucket_name, key, recursive)
+        seconds = _check_common(timeout, retries, connections)
+        path = _local_path(local_filepath, folder=recursive)
+        with _AwsScope() as aws:
+            return _aws_download(
+                aws.context(), bucket_name, key, path, cache, seconds, aws_profile, session,
+                verbose, endpoint_url=endpoint_url, region=region,
+                requester_pays=requester_pays, resume=resume, retries=retries,
+                checksum=checksum, progress=progress, connections=connections,
+                recursive=recursive, timeout_given=timeout, ssl_context=ssl_context,
+            )  # fmt: skip
+    except BaseException as exc:
+        _hide_passwords(exc)
+        raise
 
 
 def _aws_download(
@@ -1065,16 +1126,24 @@ def run_batch(
     """
     from . import _many
 
-    _check_items(items)
-    kwargs["prefer"] = resolve_prefer(kwargs.get("prefer"))  # a bad value: before any request
-    batch = _BatchDownload(getattr(_batch(), "aws", None))
-    if kwargs.pop("recursive", False):
-        items = _expand_prefixes(items, kwargs, batch.aws_context())
-    return _many.download_many(
-        _ExecutorDownload() if executor is not None else batch, items, dest_dir,
-        workers=workers, max_per_host=max_per_host, executor=executor,
-        progress=progress, shard=shard, **kwargs,
-    )  # fmt: skip
+    try:
+        _check_items(items)
+        kwargs["prefer"] = resolve_prefer(kwargs.get("prefer"))  # a bad value: before any request
+        batch = _BatchDownload(getattr(_batch(), "aws", None))
+        if kwargs.pop("recursive", False):
+            items = _expand_prefixes(items, kwargs, batch.aws_context())
+        pairs = _many.download_many(
+            _ExecutorDownload() if executor is not None else batch, items, dest_dir,
+            workers=workers, max_per_host=max_per_host, executor=executor,
+            progress=progress, shard=shard, **kwargs,
+        )  # fmt: skip
+    except BaseException as exc:
+        _hide_passwords(exc)
+        raise
+    for _, result in pairs:
+        if isinstance(result, BaseException):
+            _hide_passwords(result)  # also those that came back from an executor
+    return pairs
 
 
 def _item_download(source: Any, local_filepath: Any = None, **kwargs: Any) -> str:

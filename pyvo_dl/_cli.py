@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import sys
 
-from . import _api, _progress
+from . import _api, _httputil, _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Any, Final, Optional, Sequence, Tuple
+    from typing import Any, Final, NoReturn, Optional, Sequence, Tuple
 
     #: One line of a list: the source, the local path, the checksum.
     Item = Tuple[str, Optional[str], Optional[str]]
@@ -235,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            # argparse quotes the arguments it refuses: a URL's password with them.
+            super().error(_httputil.redact(message))
+
+    parser = Parser(
         prog=PROG,
         usage=_USAGE,
         description=_DESCRIPTION,
@@ -462,8 +467,8 @@ def _check_scheme(source: str, where: str = "") -> None:
     if sep and scheme.lower() in _SCHEMES:
         return
     raise _UsageError(
-        f"{source!r}{where} is not an http(s):// URL or s3:// URI; "
-        f"did you mean {suggest_source(source)!r}?"
+        f"{_httputil.redact_url(source)!r}{where} is not an http(s):// URL or s3:// URI; "
+        f"did you mean {_httputil.redact_url(suggest_source(source))!r}?"
     )
 
 
@@ -563,7 +568,8 @@ def _batch_items(items: Sequence[Item], args: argparse.Namespace) -> list[Any]:
 
 
 def _say(text: str) -> None:
-    line = f"{PROG}: {text}"
+    # Every line the command prints goes through here: no URL password in any.
+    line = f"{PROG}: {_httputil.redact(text)}"
     try:
         if _progress.is_terminal(sys.stderr):
             # Broken at spaces, as the progress lines are: the terminal would
@@ -651,7 +657,8 @@ def format_failure(source: str, error: BaseException) -> str:
     >>> format_failure("https://h/a.fits", OSError("disk full"))
     'failed: https://h/a.fits: disk full'
     """
-    message = in_cli_terms(_one_line(error))
+    message = _httputil.redact(in_cli_terms(_one_line(error)))
+    source = _httputil.redact_url(source)
     if source in message:
         return f"failed: {message}"
     return f"failed: {source}: {message}"

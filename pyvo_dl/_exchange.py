@@ -62,7 +62,10 @@ def log(level: int, message: str, *args: Any) -> None:
     if "logging" in sys.modules:
         import logging  # noqa: PLC0415 - see above
 
-        logging.getLogger(_PACKAGE).log(level, message, *args)
+        logger = logging.getLogger(_PACKAGE)
+        if logger.isEnabledFor(level):
+            # Formatted here, so that no URL password reaches a handler (SPEC §3.7).
+            logger.log(level, "%s", _httputil.redact(message % args if args else message))
 
 
 _INFO, _DEBUG = 20, 10
@@ -170,7 +173,7 @@ def warn_caller(message: str) -> None:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
         level += 1
-    warnings.warn(message, DownloadWarning, stacklevel=level)
+    warnings.warn(_httputil.redact(message), DownloadWarning, stacklevel=level)
 
 
 def report(request: FetchRequest, message: str) -> None:
@@ -183,7 +186,7 @@ def say(verbose: bool, message: str) -> None:
     log(_INFO, message)
     if verbose:
         _progress.clear_line()
-        print(message, flush=True)
+        print(_httputil.redact(message), flush=True)
 
 
 # -- requests and redirects ------------------------------------------------------

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Final, Mapping, NamedTuple
 
 __all__ = [
+    "HIDDEN",
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
     "TRANSIENT_STATUSES",
@@ -40,10 +41,13 @@ __all__ = [
     "parse_retry_after",
     "plan_ranges",
     "proxies_from_env",
+    "redact",
+    "redact_url",
     "resolve_redirect",
     "same_origin",
     "split_plain",
     "split_url",
+    "split_userinfo",
     "strong_validator",
 ]
 
@@ -140,21 +144,37 @@ def _check_url_in_full(url: str, text: str) -> str:
     from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - see the imports above
 
     if _CONTROL.search(text):
-        raise ValueError(f"URL {url!r} contains control characters")
+        raise ValueError(f"URL {redact_url(url)!r} contains control characters")
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - parsing the port is what raises for a bad one
     except ValueError as e:
-        raise ValueError(f"malformed URL {url!r}: {e}") from e
+        problem = _reason(e, text)
+    else:
+        problem = ""
+    if problem:
+        # Raised outside the handler: urllib's error may quote a password's piece.
+        raise ValueError(f"malformed URL {redact_url(url)!r}: {problem}")
     if parts.scheme.lower() not in _SCHEMES:
-        raise ValueError(f"URL {url!r} is not an http or https URL")
+        raise ValueError(f"URL {redact_url(url)!r} is not an http or https URL")
     hostname = parts.hostname
     if not hostname:
-        raise ValueError(f"URL {url!r} has no host")
+        raise ValueError(f"URL {redact_url(url)!r} has no host")
     if _BAD_HOST.search(hostname):
-        raise ValueError(f"URL {url!r} has an invalid host {hostname!r}")
+        raise ValueError(f"URL {redact_url(url)!r} has an invalid host {hostname!r}")
     netloc = parts.netloc if parts.netloc.isascii() else _ascii_netloc(url, parts.netloc)
     return urlunsplit((parts.scheme.lower(), netloc, _quoted(parts.path), _quoted(parts.query), ""))
+
+
+def _reason(error: ValueError, url: str) -> str:
+    """urllib's reason for refusing ``url``, unless it could quote a piece of a password.
+
+    urlsplit names the port it could not read: ``'pa'`` of
+    ``user:pa#ss@host``, the start of a password with a ``#`` in it.
+    """
+    if _userinfo_length(url.partition("://")[2]) < 0:
+        return str(error)
+    return "a password with '#', '?' or '/' in it must have them percent-encoded (%23, %3F, %2F)"
 
 
 def split_plain(url: str) -> tuple[str, str, str, str, str, int | None] | None:
@@ -253,12 +273,14 @@ def _ascii_netloc(url: str, netloc: str) -> str:
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError as e:
-        raise ValueError(f"malformed URL {url!r}: bad host name {host!r}") from e
+        raise ValueError(f"malformed URL {redact_url(url)!r}: bad host name {host!r}") from e
     # IDNA's NFKC step can make what the raw host did not have: "¨" becomes
     # a space and a combining mark, a fullwidth solidus a slash. What gets
     # resolved is the result, so it is checked again.
     if _BAD_HOST_ASCII.intersection(ascii_host) or not ascii_host.isprintable():
-        raise ValueError(f"URL {url!r} has an invalid host {host!r} (IDNA makes it {ascii_host!r})")
+        raise ValueError(
+            f"URL {redact_url(url)!r} has an invalid host {host!r} (IDNA makes it {ascii_host!r})"
+        )
     return _quoted(userinfo) + at + ascii_host + colon + port
 
 
@@ -966,3 +988,164 @@ def _no_proxy_name(entry: str) -> str:
     if name.count(":") == 1:
         name = name.partition(":")[0]
     return name
+
+
+# -- passwords in URLs (SPEC §3.7, docs/security.md) ----------------------------------
+
+#: What stands for a hidden password (or a user part with no ``:``, a token).
+HIDDEN: Final = "***"
+_URL_DELIMITERS: Final = "/?#"
+
+
+def _authority_end(rest: str) -> int:
+    """Where the authority of ``rest`` (a URL after ``://``) ends: at ``/``, ``?`` or ``#``."""
+    end = len(rest)
+    for mark in _URL_DELIMITERS:
+        found = rest.find(mark, 0, end)
+        if found >= 0:
+            end = found
+    return end
+
+
+def _userinfo_length(rest: str) -> int:
+    """Characters of ``rest`` (a URL after ``://``) that are ``user[:password]``; -1 for none.
+
+    The authority ends at the first ``/``, ``?`` or ``#``, as every URL
+    parser reads it, and a ``@`` in it ends the user information (the last
+    one: a password may hold ``@``). But a password with an unescaped
+    ``/``, ``?`` or ``#`` ends the authority too early for those parsers,
+    and what is left cannot be told from a port and a path. So where a
+    ``:`` comes before the first ``/`` and a ``@`` comes after the
+    authority, the user information is taken to run to the last ``@``:
+    that hides a little too much of a URL with a port and a ``@`` in its
+    path (``https://archive.example:8443/obs@2020/`` shows as
+    ``https://archive.example:***@2020/``), never too little.
+    """
+    end = _authority_end(rest)
+    at = rest.rfind("@", 0, end)
+    last = rest.rfind("@")
+    if last >= end:
+        slash = rest.find("/")
+        colon = rest.find(":", 0, last if slash < 0 else min(slash, last))
+        if colon >= 0:
+            return last
+    return at
+
+
+def _hide_userinfo(userinfo: str) -> str:
+    user, colon, _ = userinfo.partition(":")
+    # A user part alone may be a token (https://TOKEN@host/): hidden whole.
+    return f"{user}:{HIDDEN}" if colon else HIDDEN
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:password@``) replaced by ``***``.
+
+    What every message, log record and progress line shows of a URL the
+    caller gave: the URL as written, but for the secret.
+
+    Parameters
+    ----------
+    url : str
+        One URL (or any text starting with one).
+
+    Returns
+    -------
+    str
+        ``scheme://user:***@host/...``; a user part with no password (it may
+        be a token) becomes ``***``; a URL without user information is
+        returned as it is.
+
+    Examples
+    --------
+    >>> redact_url("https://astro:s3cret@archive.example/a.fits")
+    'https://astro:***@archive.example/a.fits'
+    >>> redact_url("https://astro:pa#ss@archive.example/a.fits")
+    'https://astro:***@archive.example/a.fits'
+    >>> redact_url("https://archive.example/obs@2020/a.fits")
+    'https://archive.example/obs@2020/a.fits'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    length = _userinfo_length(rest)
+    if length < 0:
+        return url
+    return f"{scheme}{sep}{_hide_userinfo(rest[:length])}{rest[length:]}"
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it hidden (see :func:`redact_url`).
+
+    The one filter at every boundary where text leaves the library:
+    exceptions raised or returned, warnings, log records, ``verbose``
+    lines and the command's output. A URL in the text runs from its
+    ``scheme://`` to the next white space or quote.
+
+    Examples
+    --------
+    >>> redact("HTTP 404 for 'http://u:pw@h/x' (after http://u:pw@h/y)")
+    "HTTP 404 for 'http://u:***@h/x' (after http://u:***@h/y)"
+    """
+    if "@" not in text or "://" not in text:
+        return text  # the usual case, at the cost of two scans
+    pieces = []
+    pos = 0
+    while True:
+        found = text.find("://", pos)
+        if found < 0:
+            break
+        start = found
+        while start > pos and (text[start - 1].isalnum() or text[start - 1] in "+.-"):
+            start -= 1
+        end = _url_end(text, start, found + 3)
+        pieces.append(text[pos:start])
+        pieces.append(redact_url(text[start:end]))
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+def _url_end(text: str, start: int, after_scheme: int) -> int:
+    """Where the URL that starts at ``start`` in ``text`` ends.
+
+    A URL in quotes (a ``repr`` in a message) runs to the closing quote, so
+    that a password with a space in it is hidden whole; any other, to the
+    next white space or quote.
+    """
+    quote = text[start - 1] if start else ""
+    if quote in ("'", '"'):
+        closing = text.find(quote, after_scheme)
+        if closing >= 0:
+            return closing
+    end = after_scheme
+    while end < len(text) and not text[end].isspace() and text[end] not in "'\"<>`":
+        end += 1
+    return end
+
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without ``user:password@``, and that pair (percent-decoded).
+
+    As curl and requests read it: the user information is what comes
+    before the last ``@`` of the authority. A password with an unescaped
+    ``/``, ``?`` or ``#`` is not read as one (no URL parser does); the URL
+    is returned as it is, for :func:`check_url` to refuse, and every
+    message shows it through :func:`redact_url`.
+
+    Examples
+    --------
+    >>> split_userinfo("https://astro:s%40cret@archive.example/a.fits")
+    ('https://archive.example/a.fits', ('astro', 's@cret'))
+    >>> split_userinfo("https://archive.example/a.fits")
+    ('https://archive.example/a.fits', None)
+    """
+    scheme, sep, rest = url.partition("://")
+    end = _authority_end(rest)
+    at = rest.rfind("@", 0, end)
+    if not sep or at < 0:
+        return url, None
+    from urllib.parse import unquote  # noqa: PLC0415 - see the imports above
+
+    user, _, password = rest[:at].partition(":")
+    return f"{scheme}{sep}{rest[at + 1 :]}", (unquote(user), unquote(password))

@@ -42,7 +42,6 @@ __all__ = [
     "parse_prefer",
     "parse_sources",
     "shown",
-    "without_userinfo",
 ]
 
 #: One source of a file: the URL or URI, and the S3 region where the
@@ -79,24 +78,6 @@ def is_s3(uri: str) -> bool:
     (True, False)
     """
     return uri[:5].lower() == "s3://"
-
-
-def without_userinfo(uri: str) -> str:
-    """``uri`` without a ``user:password@`` part, as messages show it.
-
-    Examples
-    --------
-    >>> without_userinfo("https://user:secret@host/x.fits")
-    'https://host/x.fits'
-    """
-    scheme, sep, rest = uri.partition("://")
-    if not sep or "@" not in rest:
-        return uri
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority = rest[:end]
-    if "@" not in authority:
-        return uri  # an '@' in the path or query
-    return f"{scheme}://{authority.rpartition('@')[2]}{rest[end:]}"
 
 
 def looks_like_source(value: object) -> bool:

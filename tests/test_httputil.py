@@ -30,8 +30,11 @@ from pyvo_dl._httputil import (
     parse_http_date,
     parse_retry_after,
     plan_ranges,
+    redact,
+    redact_url,
     resolve_redirect,
     same_origin,
+    split_userinfo,
     strong_validator,
 )
 
@@ -752,3 +755,92 @@ def test_check_url_shortcut_agrees_with_the_full_check(url: str) -> None:
     except ValueError:
         got = ValueError
     assert got == expected
+
+
+# -- passwords in URLs (issue 12.8) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://astro:pw@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://astro:p%40w@h:8443/a.fits", "https://astro:***@h:8443/a.fits"),
+        ("https://astro:p@w@h/a.fits", "https://astro:***@h/a.fits"),  # '@' in a password
+        ("https://astro:pa#ss@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://astro:pa?ss@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://astro:pa/ss@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://astro:pa ss@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://TOKEN@h/a.fits", "https://***@h/a.fits"),  # a token for a user
+        ("http://astro:@h/", "http://astro:***@h/"),
+        # Digits then '#' or '/': the port 1234 of a host "astro" for every URL
+        # parser, which cannot be told from a port and a '@' in a path: too
+        # much is hidden then, never too little.
+        ("https://astro:1234#ab@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://astro:1234/ab@h/a.fits", "https://astro:***@h/a.fits"),
+        ("https://archive:8443/obs@2020/a.fits", "https://archive:***@2020/a.fits"),
+        ("https://u:p@h.example/obs@2020/a.fits", "https://u:***@2020/a.fits"),
+        ("https://h.example/a:b@c.fits", "https://h.example/a:b@c.fits"),
+        ("https://h/obs@2020/a.fits", "https://h/obs@2020/a.fits"),
+        ("https://h/a.fits?mail=a@b", "https://h/a.fits?mail=a@b"),
+        ("s3://bucket/key@1", "s3://bucket/key@1"),
+        ("not a url @ all", "not a url @ all"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact(f"for {url!r}: refused") == f"for {shown!r}: refused"
+    if " " not in url:  # in free text, a URL ends at white space
+        assert redact(url) == shown
+
+
+def test_redact_finds_every_url_in_a_message() -> None:
+    text = "HTTP 404 for http://u:a@h/x (redirected from 'https://v:b c@g/y') and ftp://w:c@f"
+    assert redact(text) == (
+        "HTTP 404 for http://u:***@h/x (redirected from 'https://v:***@g/y') and ftp://w:***@f"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "credentials"),
+    [
+        ("https://astro:s%40cret@h/a", "https://h/a", ("astro", "s@cret")),
+        ("https://astro:p@w@h/a", "https://h/a", ("astro", "p@w")),
+        ("https://astro@h/a", "https://h/a", ("astro", "")),
+        ("https://h/a@b", "https://h/a@b", None),
+        # Not credentials for any URL parser: left to check_url to refuse.
+        ("https://astro:pa#ss@h/a", "https://astro:pa#ss@h/a", None),
+    ],
+)
+def test_split_userinfo(url: str, bare: str, credentials: tuple[str, str] | None) -> None:
+    assert split_userinfo(url) == (bare, credentials)
+
+
+@pytest.mark.parametrize("password", ["pa#ss-1234", "pa?ss-1234", "pa/ss-1234"])
+def test_check_url_refuses_an_unescaped_password_without_showing_it(password: str) -> None:
+    with pytest.raises(ValueError, match="percent-encoded") as info:
+        check_url(f"https://astro:{password}@127.0.0.1:8/x")
+    assert "ss-1234" not in str(info.value)
+    assert "https://astro:***@127.0.0.1:8/x" in str(info.value)
+    assert info.value.__context__ is None  # urllib's error quoted a piece of it
+
+
+@pytest.mark.property
+@given(
+    password=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+        min_size=8,
+        max_size=30,
+    ),
+    path=st.sampled_from(["/", "/a.fits", "/obs@2020/a.fits?x=1", ""]),
+)
+def test_a_password_never_survives_redaction(password: str, path: str) -> None:
+    url = f"https://astro:{password}@archive.example:8443{path}"
+    assert password not in redact_url(url)
+    if not set("'\"\\").intersection(password):
+        # As messages quote a URL: repr, whatever the password holds.
+        for text in (f"refused {url!r}: no", f"URL {url!r}"):
+            assert password not in redact(text), text
+    if not any(c.isspace() or c in "'\"<>`" for c in password):
+        # Bare in free text, where a URL ends at white space or a quote.
+        for text in (url, f"[{url}] refused"):
+            assert password not in redact(text), text

@@ -163,19 +163,6 @@ def test_one_name_for_all_the_sources(sources: list[str], name: str | None) -> N
     assert _items.name_for_sources([Source(uri, None) for uri in sources]) == name
 
 
-@pytest.mark.parametrize(
-    ("uri", "shown"),
-    [
-        ("https://user:pw@host/x.fits", "https://host/x.fits"),
-        ("https://host/a@b.fits", "https://host/a@b.fits"),
-        ("s3://bucket/k@y", "s3://bucket/k@y"),
-        ("http://u@h:8080/x?y=1", "http://h:8080/x?y=1"),
-    ],
-)
-def test_without_userinfo(uri: str, shown: str) -> None:
-    assert _items.without_userinfo(uri) == shown
-
-
 def test_one_item_where_items_are_expected() -> None:
     assert _items.is_one_item("https://h/x")
     assert _items.is_one_item({"access_url": "https://h/x"})
