@@ -755,7 +755,11 @@ def _s3_location(uri: Any, bucket: Any, key: Any, recursive: bool = False) -> tu
         raise ValueError(f"bucket and key must be strings, not {bucket!r} and {key!r}")
     _s3url.check_bucket_name(bucket)
     if not key and not recursive:
-        raise ValueError(f"no key given for bucket {bucket!r}: name the object to download")
+        named = repr(uri) if uri is not None else f"bucket_name={bucket!r} with no key"
+        raise ValueError(
+            f"{named} names a bucket but no object: give its key "
+            f"('s3://{bucket}/KEY'), or recursive=True for everything in it"
+        )
     return bucket, key
 
 
@@ -936,8 +940,8 @@ def _aws_download(
         path = _names.filename_from_s3_key(key)
         if not path:
             raise ValueError(
-                f"cannot derive a file name from key {key!r} (a prefix?): pass "
-                "local_filepath=, or recursive=True to download everything under it"
+                f"cannot derive a file name from 's3://{bucket_name}/{key}' (a prefix?): "
+                "pass local_filepath=, or recursive=True to download everything under it"
             )
     transport = _stdlib_transport(ssl_context)
     return _s3.fetch_object(target, access, path, options, transport, context)

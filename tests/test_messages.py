@@ -23,7 +23,7 @@ from servers import s3_client_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from servers import FaultServer
@@ -414,11 +414,54 @@ def test_malformed_s3_uri_is_named(uri: str, in_tmp: Path) -> None:
     assert "s3://bucket/key" in text
 
 
+@pytest.mark.parametrize(
+    ("call", "quoted"),
+    [
+        (lambda: pyvo_dl.aws_download(uri="s3://bucket-only"), "s3://bucket-only"),
+        (lambda: pyvo_dl.aws_download(uri="s3://bucket-only/"), "s3://bucket-only/"),
+        (lambda: pyvo_dl.aws_download(uri="S3://Bucket_Only"), "S3://Bucket_Only"),
+        (lambda: pyvo_dl.download("s3://bucket-only"), "s3://bucket-only"),
+        (lambda: pyvo_dl.aws_download(uri="s3://ab/x.fits"), "s3://ab/x.fits"),
+        (lambda: pyvo_dl.aws_download(uri="s3:/nasa-heasarc/x"), "s3:/nasa-heasarc/x"),
+        (lambda: pyvo_dl.aws_download(uri="s3://nasa-heasarc/obs/"), "s3://nasa-heasarc/obs/"),
+        (
+            lambda: pyvo_dl.aws_download("s3://nasa-heasarc/x", endpoint_url="ftp://127.0.0.1:9"),
+            "ftp://127.0.0.1:9",
+        ),
+        (lambda: pyvo_dl.http_download("htp://127.0.0.1/x.fits"), "htp://127.0.0.1/x.fits"),
+        (lambda: pyvo_dl.http_download("http:///x.fits"), "http:///x.fits"),
+        (lambda: pyvo_dl.download("ftp://127.0.0.1/x.fits"), "ftp://127.0.0.1/x.fits"),
+        # The user part is kept, the password hidden (issue 12.8).
+        (
+            lambda: pyvo_dl.http_download("http://astro:pw@127.0.0.1:99999/x.fits"),
+            "http://astro:***@127.0.0.1:99999/x.fits",
+        ),
+        (
+            lambda: pyvo_dl.http_download("http://astro@127.0.0.1:99999/x.fits"),
+            "http://***@127.0.0.1:99999/x.fits",
+        ),
+    ],
+)
+def test_a_refused_uri_or_url_is_quoted_as_written(
+    call: Callable[[], object], quoted: str, in_tmp: Path
+) -> None:
+    """SPEC §3.7, issue 12.12: the message quotes what the caller wrote, not a normal form."""
+    with pytest.raises(ValueError, match=re.escape(repr(quoted))) as info:
+        call()
+    assert repr(quoted) in message(info)
+
+
+def test_a_refused_item_of_download_many_is_quoted_as_written(tmp_path: Path) -> None:
+    (result,) = pyvo_dl.download_many(["s3://bucket-only"], tmp_path, progress=False)
+    assert isinstance(result, ValueError)
+    assert "'s3://bucket-only'" in str(result)
+
+
 def test_prefix_without_recursive_suggests_recursive(in_tmp: Path) -> None:
     with pytest.raises(ValueError, match="cannot derive a file name") as info:
         pyvo_dl.aws_download(uri=f"s3://{BUCKET}/{OBS}")
     text = message(info)
-    assert repr(OBS) in text
+    assert repr(f"s3://{BUCKET}/{OBS}") in text  # the URI as written (issue 12.12)
     assert "recursive=True" in text
     assert "local_filepath=" in text
 
