@@ -326,8 +326,12 @@ def http_download(
     progress: Any = True,
     connections: int | None = None,
     ssl_context: Any = None,
+    recursive: bool = False,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    max_depth: int | None = None,
 ) -> str:
-    """Download a file from an http(s) URL.
+    """Download a file from an http(s) URL, or a whole folder of a web server.
 
     A drop-in for pyvo's ``http_download``: same parameters, defaults and
     return value, plus keyword-only extras. The data goes to
@@ -378,16 +382,37 @@ def http_download(
         equal ranges, fetched at once and resumed range by range.
     ssl_context : ssl.SSLContext, optional
         TLS settings (a private CA, for example); verified by default.
+    recursive : bool, optional
+        Treat ``url`` (ending in ``/``) as a folder, as ``wget -r -np``
+        does: read the server's directory listing pages (Apache
+        ``mod_autoindex``, nginx ``autoindex``, lighttpd, Python's
+        ``http.server``), descend into the sub-folders, and download every
+        file into ``local_filepath`` (a folder, default the current one)
+        keeping the relative layout. Only links to what is under ``url``
+        are followed (same host, path prefix: never ``../``, another host
+        or a sort link). Returns the folder; raises
+        `~pyvo_dl.DownloadError` naming the failures after trying every
+        file.
+    include, exclude : str or list of str, optional
+        With ``recursive``: ``fnmatch`` globs on each file's path below
+        ``url`` (``*`` matches ``/`` too: ``"*.fits"`` at any depth,
+        ``"primary/*"``); a file is kept when it matches an ``include``
+        (or none is given) and no ``exclude``.
+    max_depth : int, optional
+        With ``recursive``: how many folder levels below ``url`` to descend
+        (0: only its own files). Default: no bound but a guard at 32 levels
+        (a loop of symbolic links), reported as an error.
 
     Returns
     -------
     local_filepath : str
-        The path of the downloaded file.
+        The path of the downloaded file (the folder, with ``recursive``).
 
     Raises
     ------
     ValueError
-        For a malformed URL or argument.
+        For a malformed URL or argument (``include``, ``exclude`` or
+        ``max_depth`` without ``recursive`` included).
     pyvo_dl.HTTPStatusError
         When the server refuses (404 and the like).
     pyvo_dl.IntegrityError
@@ -398,6 +423,18 @@ def http_download(
     from . import _engine
 
     try:
+        filters = _tree_filters(recursive, include, exclude, max_depth)
+        if recursive:
+            options = {
+                "cache": cache, "timeout": timeout, "session": session, "auth": auth,
+                "verbose": verbose, "resume": resume, "retries": retries, "headers": headers,
+                "connections": connections, "ssl_context": ssl_context,
+            }  # fmt: skip
+            if checksum is not None:
+                raise ValueError(
+                    "checksum= names one file; with recursive=True it has no file to name"
+                )
+            return _http_tree_download(url, local_filepath, options, filters, progress)
         request, transport = _http_request(
             url, local_filepath, cache, timeout, session, auth, verbose, resume=resume,
             retries=retries, checksum=checksum, headers=headers, progress=progress,
@@ -407,6 +444,69 @@ def http_download(
     except BaseException as exc:
         _hide_passwords(exc)
         raise
+
+
+def _tree_filters(recursive: Any, include: Any, exclude: Any, max_depth: Any) -> tuple[Any, ...]:
+    """``include``, ``exclude``, ``max_depth`` checked; refused without ``recursive``."""
+    from . import _listing
+
+    if not recursive and (include is not None or exclude is not None or max_depth is not None):
+        given = [n for n, v in (("include", include), ("exclude", exclude),
+                                ("max_depth", max_depth)) if v is not None]  # fmt: skip
+        raise ValueError(
+            f"{', '.join(given)} filter what recursive=True lists; without it there is "
+            "nothing to filter"
+        )
+    return _listing.check_filters(include, exclude, max_depth)
+
+
+#: Options of a listing page's request: those of the call, without a file's.
+_PAGE_OPTIONS = frozenset({"timeout", "session", "auth", "verbose", "retries", "headers",
+                           "ssl_context"})  # fmt: skip
+#: The largest listing page read (a folder of a million entries is about 200 MB).
+_PAGE_LIMIT = 256 * 1024 * 1024
+
+
+def _http_tree_items(
+    url: str, kwargs: dict[str, Any], folder: str, filters: tuple[Any, ...]
+) -> list[tuple[str, Any]]:
+    """``(file URL, local path or error)`` for every file under the folder ``url``."""
+    from . import _exchange, _httputil, _tree
+
+    shown = _httputil.redact_url(url)
+    if not _httputil.check_url(url).endswith("/"):
+        raise ValueError(
+            f"recursive=True takes a folder URL ending in '/', not {shown!r}: "
+            f"did you mean {shown + '/'!r}?"
+        )
+    options = {k: v for k, v in _http_options(kwargs).items() if k in _PAGE_OPTIONS}
+
+    def fetch_page(page_url: str) -> Any:
+        request, transport = _http_request(page_url, "index.html", progress=False, **options)
+        return _exchange.fetch_document(request, transport, _PAGE_LIMIT)
+
+    include, exclude, max_depth = filters
+    items = _tree.walk(
+        url, fetch_page, folder=folder, include=include, exclude=exclude, max_depth=max_depth
+    )
+    files = sum(1 for _, local in items if not isinstance(local, Exception))
+    _exchange.say(bool(kwargs.get("verbose")), f"Listed {files} files under {shown}")
+    return items
+
+
+def _http_tree_download(
+    url: str, local_filepath: Any, options: dict[str, Any], filters: tuple[Any, ...], progress: Any
+) -> str:
+    """`http_download` with ``recursive=True``: the tree's files as one batch."""
+    if not isinstance(url, str):
+        raise ValueError(f"url must be a string, not {url!r}")
+    folder = _local_path(local_filepath, folder=True) or "."
+    items = _http_tree_items(url, options, "", filters)
+    results = download_many(items, folder, progress=progress, **options)
+    from ._httputil import redact_url
+
+    _raise_for_failures(redact_url(url), results)
+    return folder
 
 
 def _http_request(
@@ -482,7 +582,6 @@ _S3_ONLY = frozenset(
         "endpoint_url",
         "region",
         "requester_pays",
-        "recursive",
     }
 )
 _HTTP_ONLY = frozenset({"auth", "headers"})
@@ -785,6 +884,9 @@ def aws_download(
     connections: int | None = None,
     recursive: bool = False,
     ssl_context: Any = None,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    max_depth: int | None = None,
 ) -> str:
     """Download an object from Amazon S3 (or an S3-compatible server).
 
@@ -845,11 +947,14 @@ def aws_download(
         TLS settings for the S3 endpoint (an S3-compatible server behind a
         private CA, for example); verified by default. botocore's own
         requests (STS, SSO) follow botocore's settings (``AWS_CA_BUNDLE``).
+    include, exclude, max_depth
+        With ``recursive``, as for `http_download`: globs on each key after
+        the prefix, and how many ``/``-separated levels below it to keep.
 
     Returns
     -------
     local_filepath : str
-        The path of the downloaded file.
+        The path of the downloaded file (the folder, with ``recursive``).
 
     Raises
     ------
@@ -870,6 +975,7 @@ def aws_download(
             raise ValueError(f"bucket_name={bucket_name!r} and bucket={bucket!r} disagree")
         bucket_name, key = _s3_location(uri, bucket_name, key, recursive)
         seconds = _check_common(timeout, retries, connections)
+        filters = _tree_filters(recursive, include, exclude, max_depth)
         path = _local_path(local_filepath, folder=recursive)
         with _AwsScope() as aws:
             return _aws_download(
@@ -878,6 +984,7 @@ def aws_download(
                 requester_pays=requester_pays, resume=resume, retries=retries,
                 checksum=checksum, progress=progress, connections=connections,
                 recursive=recursive, timeout_given=timeout, ssl_context=ssl_context,
+                filters=filters,
             )  # fmt: skip
     except BaseException as exc:
         _hide_passwords(exc)
@@ -906,6 +1013,7 @@ def _aws_download(
     recursive: bool,
     timeout_given: float | None,
     ssl_context: Any = None,
+    filters: tuple[Any, ...] = ((), (), None),
 ) -> str:
     """`aws_download` once its arguments are checked, within the call's AWS context."""
     from . import _names, _s3
@@ -925,7 +1033,7 @@ def _aws_download(
     }
     if recursive:
         folder = path or "."
-        items = _s3_prefix_items(target, access, options, ssl_context=ssl_context)
+        items = _s3_prefix_items(target, access, options, "", ssl_context, filters)
         kwargs = {
             "cache": cache, "timeout": timeout_given, "aws_profile": aws_profile,
             "session": session,
@@ -974,15 +1082,24 @@ def _s3_target(
 
 
 def _s3_prefix_items(
-    target: Any, access: Any, options: dict[str, Any], folder: str = "", ssl_context: Any = None
+    target: Any,
+    access: Any,
+    options: dict[str, Any],
+    folder: str = "",
+    ssl_context: Any = None,
+    filters: tuple[Any, ...] = ((), (), None),
 ) -> list[tuple[str, Any]]:
     """``(s3 URI, relative local path)`` for every object under the prefix.
 
     The path is the key after the prefix, under the relative ``folder``; a
     key that would land outside it (``..``, absolute) becomes an item whose
-    local path is the ``ValueError`` saying so.
+    local path is the ``ValueError`` saying so. ``filters`` (``include``,
+    ``exclude``, ``max_depth``) keep some keys only, judged on the key after
+    the prefix, as for an HTTP tree.
     """
-    from . import _exchange, _names, _s3
+    from . import _exchange, _listing, _names, _s3
+
+    include, exclude, max_depth = filters
 
     prefix = target.key
     if prefix and not prefix.endswith("/"):
@@ -993,8 +1110,13 @@ def _s3_prefix_items(
     for key, _size in listing:
         if key.endswith("/"):
             continue  # a folder marker, not a file
+        relative = key[len(prefix) :]
+        if max_depth is not None and _listing.depth_of(relative) > max_depth:
+            continue
+        if not _listing.keep_path(relative, include, exclude):
+            continue
         try:
-            local: Any = _names.safe_join(folder or ".", key[len(prefix) :])
+            local: Any = _names.safe_join(folder or ".", relative)
         except ValueError as exc:
             local = exc
         items.append((f"s3://{target.bucket}/{key}", local))
@@ -1011,7 +1133,7 @@ def _raise_for_failures(source: str, results: list[Any]) -> None:
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise DownloadError(
-            f"{len(failures)} of {len(results)} objects under {source} failed; "
+            f"{len(failures)} of {len(results)} files under {source} failed; "
             f"the first: {failures[0]}"
         ) from failures[0]
 
@@ -1074,9 +1196,12 @@ def download_many(
         ``prefer=`` as `download` takes it (checked before any request;
         default ``$PYVO_DL_PREFER``). A row's own region wins over
         ``region=`` for its bucket's objects. With
-        ``recursive=True``, each ``s3://bucket/prefix/`` item is replaced by
-        the objects under it, their layout kept under ``dest_dir`` (or under
-        the folder of a ``(uri, folder)`` pair).
+        ``recursive=True``, each ``s3://bucket/prefix/`` item and each
+        ``http(s)://…/`` item (a web server's folder, walked through its
+        listing pages as `http_download` does) is replaced by the files
+        under it, their layout kept under ``dest_dir`` (or under the folder
+        of a ``(source, folder)`` pair); ``include=``, ``exclude=`` and
+        ``max_depth=`` filter them as for `http_download`.
 
     Returns
     -------
@@ -1133,9 +1258,14 @@ def run_batch(
     try:
         _check_items(items)
         kwargs["prefer"] = resolve_prefer(kwargs.get("prefer"))  # a bad value: before any request
+        recursive = kwargs.pop("recursive", False)
+        filters = _tree_filters(
+            recursive, kwargs.pop("include", None), kwargs.pop("exclude", None),
+            kwargs.pop("max_depth", None),
+        )  # fmt: skip
         batch = _BatchDownload(getattr(_batch(), "aws", None))
-        if kwargs.pop("recursive", False):
-            items = _expand_prefixes(items, kwargs, batch.aws_context())
+        if recursive:
+            items = _expand_trees(items, kwargs, batch.aws_context, filters)
         pairs = _many.download_many(
             _ExecutorDownload() if executor is not None else batch, items, dest_dir,
             workers=workers, max_per_host=max_per_host, executor=executor,
@@ -1312,39 +1442,52 @@ def _tree_item(item: Any, index: int) -> tuple[str, str] | None:
     return item[0], parsed.local or ""
 
 
-def _expand_prefixes(items: Iterable[Any], kwargs: dict[str, Any], context: Any) -> list[Any]:
-    """Replace each ``s3://bucket/prefix/`` item by the objects under it.
+def _expand_trees(
+    items: Iterable[Any], kwargs: dict[str, Any], aws_context: Any, filters: tuple[Any, ...]
+) -> list[Any]:
+    """Replace each ``s3://bucket/prefix/`` and ``http(s)://…/`` item by the files under it.
 
-    Only a plain URI or a ``(uri, folder)`` pair names a prefix (it lands
-    under that folder); a mapping, a table row or a list of sources names
-    one file. A listing that fails becomes one item whose result is its
-    error; a malformed item is left for the planner, whose error it gets.
+    Only a plain URI or URL or a ``(source, folder)`` pair names a tree
+    (it lands under that folder); a mapping, a table row or a list of
+    sources names one file, and so does an http(s) URL not ending in
+    ``/``. A listing that fails becomes one item whose result is its error;
+    a malformed item is left for the planner, whose error it gets.
     """
     from . import _items
 
     expanded: list[Any] = []
     for index, item in enumerate(items):
         tree = _tree_item(item, index)
-        if tree is None or not _items.is_s3(tree[0]):
+        if tree is None:
             expanded.append(item)
             continue
         source, folder = tree
         try:
-            bucket, key = _s3_location(source, None, None, recursive=True)
-            target, access = _s3_target(
-                bucket, key, kwargs.get("endpoint_url"), kwargs.get("region"),
-                kwargs.get("aws_profile"), kwargs.get("session"),
-                bool(kwargs.get("requester_pays")), context,
-            )  # fmt: skip
-            options = {
-                "retries": kwargs.get("retries", DEFAULT_RETRIES),
-                "timeout": _check_common(kwargs.get("timeout"), kwargs.get("retries", 0), None),
-                "verbose": bool(kwargs.get("verbose")),
-                "user_agent": _version_agent(),
-            }
-            expanded.extend(
-                _s3_prefix_items(target, access, options, folder, kwargs.get("ssl_context"))
-            )
+            if _items.is_s3(source):
+                expanded.extend(_s3_tree_items(source, folder, kwargs, aws_context(), filters))
+            elif source.endswith("/"):
+                expanded.extend(_http_tree_items(source, kwargs, folder, filters))
+            else:
+                expanded.append(item)
         except (ValueError, OSError, ImportError) as exc:
             expanded.append((source, exc))
     return expanded
+
+
+def _s3_tree_items(
+    source: str, folder: str, kwargs: dict[str, Any], context: Any, filters: tuple[Any, ...]
+) -> list[tuple[str, Any]]:
+    """The objects under one ``s3://`` prefix of a download_many call."""
+    bucket, key = _s3_location(source, None, None, recursive=True)
+    target, access = _s3_target(
+        bucket, key, kwargs.get("endpoint_url"), kwargs.get("region"),
+        kwargs.get("aws_profile"), kwargs.get("session"),
+        bool(kwargs.get("requester_pays")), context,
+    )  # fmt: skip
+    options = {
+        "retries": kwargs.get("retries", DEFAULT_RETRIES),
+        "timeout": _check_common(kwargs.get("timeout"), kwargs.get("retries", 0), None),
+        "verbose": bool(kwargs.get("verbose")),
+        "user_agent": _version_agent(),
+    }
+    return _s3_prefix_items(target, access, options, folder, kwargs.get("ssl_context"), filters)

@@ -95,6 +95,10 @@ examples:
   # everything under an S3 prefix, keeping its layout under obs3052/
   pyvo-dl --recursive -d obs3052 s3://nasa-heasarc/chandra/data/byobsid/2/3052/
 
+  # the same folder from the archive's web server (its directory listings,
+  # as wget -r -np -nH --cut-dirs=6 would), the event files only
+  pyvo-dl --recursive --include '*evt2*' -d obs3052 https://heasarc.gsfc.nasa.gov/FTP/chandra/data/byobsid/2/3052/
+
   # a SLURM job array (sbatch --array=0-9): task k takes items k+1, k+11, ...
   pyvo-dl -i urls.txt -d data --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
 
@@ -137,6 +141,12 @@ def _connections(text: str) -> int:
 
 def _retries(text: str) -> int:
     return _whole(text, 0, _api.MAX_RETRIES)
+
+
+def _depth(text: str) -> int:
+    from ._listing import MAX_DEPTH
+
+    return _whole(text, 0, 10 * MAX_DEPTH)
 
 
 def _seconds(text: str) -> float:
@@ -274,8 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sources.add_argument(
         "--recursive", action="store_true",
-        help="for s3://bucket/prefix/: download every object under the prefix, "
-        "keeping its layout under -d",
+        help="for s3://bucket/prefix/ and http(s)://.../ (a web server's directory "
+        "listing, as wget -r -np): download every file under it, keeping its layout "
+        "under -d",
+    )  # fmt: skip
+    sources.add_argument(
+        "--include", metavar="GLOB", action="append",
+        help="with --recursive: keep only files whose path below the start matches "
+        "GLOB ('*' matches '/' too: '*.fits' at any depth); may be repeated",
+    )  # fmt: skip
+    sources.add_argument(
+        "--exclude", metavar="GLOB", action="append",
+        help="with --recursive: leave out files whose path below the start matches "
+        "GLOB ('secondary/*'); may be repeated",
+    )  # fmt: skip
+    sources.add_argument(
+        "--max-depth", metavar="N", type=_depth,
+        help="with --recursive: descend at most N folders below the start "
+        "(0: only its own files)",
     )  # fmt: skip
     _add_transfer_options(parser)
     _add_s3_options(parser)
@@ -486,6 +512,12 @@ def _gather(args: argparse.Namespace) -> list[Item]:
             raise _UsageError(f"-o names one file, but {len(items)} sources were given; use -d DIR")
         if args.recursive:
             raise _UsageError("-o names one file; with --recursive, name the folder with -d DIR")
+    filters = [
+        name for name, value in (("--include", args.include), ("--exclude", args.exclude),
+                                 ("--max-depth", args.max_depth)) if value is not None
+    ]  # fmt: skip
+    if filters and not args.recursive:
+        raise _UsageError(f"{', '.join(filters)} filter what --recursive lists; add --recursive")
     if args.checksum is not None:
         if len(items) != 1 or args.recursive:
             raise _UsageError(
@@ -534,6 +566,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             kwargs[keyword] = value
     if args.recursive:
         kwargs["recursive"] = True
+    for option in ("include", "exclude", "max_depth"):
+        value = getattr(args, option)
+        if value is not None:
+            kwargs[option] = value
     if args.requester_pays:
         kwargs["requester_pays"] = True
     if args.ca_bundle is not None:

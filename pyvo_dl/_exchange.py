@@ -572,9 +572,26 @@ def hash_prefix(verifier: Verifier, path: str, length: int) -> None:
         raise disk_error(exc, path, "read") from exc
 
 
-def fetch_bytes(
+class Document:
+    """A body read into memory, with the headers and the URL of the answer it came in.
+
+    Attributes
+    ----------
+    body : bytes
+    headers : Mapping[str, str]
+    url : str
+        The URL that answered (after redirects): where relative links point from.
+    """
+
+    def __init__(self, body: bytes, headers: Mapping[str, str], url: str) -> None:
+        self.body = body
+        self.headers = headers
+        self.url = url
+
+
+def fetch_document(
     request: FetchRequest, transport: Transport, limit: int = 64 * 1024 * 1024
-) -> bytes:
+) -> Document:
     """GET ``request.url`` into memory (listings, small documents), with retries.
 
     One :func:`retrying` loop around request and body: at most
@@ -586,7 +603,7 @@ def fetch_bytes(
         As :func:`fetch` does for a refused request or a body over ``limit``.
     """
 
-    def attempt() -> bytes:
+    def attempt() -> Document:
         response = answer(request, transport, "GET", {})
         if response.status != 200:
             raise error_for(request, response)
@@ -597,9 +614,16 @@ def fetch_bytes(
         except BaseException:
             response.close()
             raise
-        return sink.getvalue()
+        return Document(sink.getvalue(), response.headers, response.url)
 
     return retrying(request, attempt)
+
+
+def fetch_bytes(
+    request: FetchRequest, transport: Transport, limit: int = 64 * 1024 * 1024
+) -> bytes:
+    """The body of :func:`fetch_document` (an S3 listing page)."""
+    return fetch_document(request, transport, limit).body
 
 
 def _ignore(n: int) -> None:

@@ -91,13 +91,18 @@ def test_batch_request_builder_takes_http_downloads_parameters() -> None:
 
     _http_request repeats http_download's signature (the public one must be
     spelled out for pyvo's users and the docs); this keeps the two equal. Its
-    one extra, last, ``name_folder``, is where download_many names a file.
+    one extra, last, ``name_folder``, is where download_many names a file;
+    the tree options (``recursive`` and its filters, last in http_download)
+    make many requests, never one, and are not the builder's.
     """
     import inspect
 
     from pyvo_dl import _api
 
-    public = inspect.signature(_api.http_download).parameters
+    public = dict(inspect.signature(_api.http_download).parameters)
+    tree = [public.pop(name) for name in ("recursive", "include", "exclude", "max_depth")]
+    assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in tree)
+    assert list(public)[-1] == "ssl_context"
     builder = dict(inspect.signature(_api._http_request).parameters)
     extra = builder.pop("name_folder")
     assert (extra.kind, extra.default) == (inspect.Parameter.KEYWORD_ONLY, None)

@@ -269,6 +269,31 @@ def test_recursive_download_many_relative_dest(
     assert {k[6:]: v for k, v in files.items() if k.startswith("copy2/")} == expected
 
 
+def test_recursive_prefix_filters_as_an_http_tree(
+    tree: dict[str, bytes], s3_endpoint: str, tmp_path: Path
+) -> None:
+    """include/exclude match the key after the prefix; max_depth counts its folders."""
+    results = pyvo_dl.download_many(
+        ["s3://tree/obs/0042/"], tmp_path, endpoint_url=s3_endpoint, recursive=True,
+        include="sub1/*", exclude=["*7.fits"], progress=False,
+    )  # fmt: skip
+    expected = {
+        k: v
+        for k, v in _expected(tree).items()
+        if k.startswith("sub1/") and not k.endswith("7.fits")
+    }
+    assert len(results) == len(expected) == 7
+    assert _files_under(tmp_path) == expected
+    folder = pyvo_dl.aws_download(
+        "s3://tree/obs/0042/", endpoint_url=s3_endpoint, recursive=True, max_depth=0,
+        local_filepath=str(tmp_path / "top"), progress=False,
+    )  # fmt: skip
+    assert folder == str(tmp_path / "top")
+    assert not (tmp_path / "top").exists()  # every object is one folder down
+    with pytest.raises(ValueError, match="include filter what recursive=True lists"):
+        pyvo_dl.aws_download("s3://tree/obs/0042/x.fits", include="*.fits")
+
+
 def test_recursive_refuses_keys_that_escape(http_server: FaultServer, tmp_path: Path) -> None:
     listing = (
         b"<?xml version='1.0' encoding='UTF-8'?>"
