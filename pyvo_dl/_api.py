@@ -1222,11 +1222,21 @@ def download_many(
     ValueError
         For a bad ``workers``, ``max_per_host``, ``prefer`` or keyword
         argument.
+    KeyboardInterrupt, SystemExit
+        Ctrl-C, or SIGTERM (exit status 143), saying what was interrupted.
 
     Notes
     -----
     The proxy variables and ``~/.netrc`` are read once per call (per host
-    for ``.netrc``), not once per item.
+    for ``.netrc``), not once per item; so are AWS credentials, per profile
+    or session (with an executor: once per worker process).
+
+    On Ctrl-C, and on SIGTERM where the program has no handler of its own
+    (a batch scheduler's time limit), nothing new starts and each download
+    under way stops at its next chunk, its ``.part`` kept for the next call
+    and its lock released (within 10 s; one stuck in a silent read is left
+    to its timeout). Then ``KeyboardInterrupt``, or ``SystemExit(143)`` after one line on
+    stderr, tells what was stopped.
     """
     pairs = run_batch(
         items, dest_dir, workers=workers, max_per_host=max_per_host, executor=executor,

@@ -8,7 +8,8 @@ besides the library's progress is one line per failure and one summary
 line, on stderr.
 
 Exit status: 0 when every download succeeded, 1 when any failed, 2 for a
-usage error (including "no source given"), 130 when interrupted (Ctrl-C).
+usage error (including "no source given"), 130 when interrupted (Ctrl-C),
+143 when terminated (SIGTERM).
 ``argparse`` is imported inside :func:`main`, so importing this module stays
 cheap.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PROG",
     "format_failure",
@@ -49,6 +51,8 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 #: 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED: Final = 130
+#: 128 + SIGTERM, what schedulers report for a job stopped at its time limit.
+EXIT_TERMINATED: Final = 143
 
 #: Fixed, so that ``--help`` (and docs/cli.md made from it) does not depend
 #: on the terminal's width.
@@ -80,7 +84,8 @@ list files (-i):
 
 exit status:
   0 all downloads succeeded, 1 any failed (each failure is named on stderr),
-  2 usage error, 130 interrupted.
+  2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); after
+  either, the same command resumes what was cut short.
 
 examples:
   # one file from an archive, into the current folder
@@ -774,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     int
         The exit status, for ``sys.exit(main())``: 0 when every download
         succeeded, 1 when any failed (each failure is named on stderr), 2 for
-        a usage error, 130 when interrupted.
+        a usage error, 130 when interrupted, 143 when terminated (SIGTERM).
     """
     if argv is None:
         argv = sys.argv[1:]
@@ -782,16 +787,24 @@ def main(argv: list[str] | None = None) -> int:
         from . import _demo
 
         return _demo.main(argv[1:])
+    from . import _many
+
     try:
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
-            return _run(parser, args)
+            # SIGTERM (a job's time limit, scancel) stops the run as Ctrl-C
+            # does: downloads under way keep their .part, locks are released.
+            with _many.TerminationHandler():
+                return _run(parser, args)
+        except _many.Terminated as exc:
+            _say(f"{exc.message}; run the same command again to resume")
+            return EXIT_TERMINATED
         except SystemExit as exc:  # argparse's errors, --help and --version
             if exc.code is None:
                 return EXIT_OK
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # A .part file is kept: the same command resumes it.
-        _say("interrupted; run the same command again to resume")
+        _say(f"{exc or 'interrupted'}; run the same command again to resume")
         return EXIT_INTERRUPTED

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import _auth, _httputil, _integrity, _progress
 from ._errors import DownloadError, DownloadWarning, HTTPStatusError, IntegrityError
-from ._partfile import PartFile, PartState, disk_error
+from ._partfile import PartFile, PartState, disk_error, pause
 from ._retry import DEFAULT_RETRIES, RetryPolicy
 from ._transport import ConnectionFault, TimeoutFault
 
@@ -143,7 +143,8 @@ class FetchRequest:
     #: Parallel ranged connections for one large object (None: 1).
     connections: int | None = None
     user_agent: str = "pyvo-dl"
-    sleep: Callable[[float], None] = time.sleep
+    #: A stop (SIGTERM, Ctrl-C: ``_partfile.interrupt``) cuts this sleep short.
+    sleep: Callable[[float], None] = pause
     rng: Callable[[], float] | None = None
     #: Host to ``.netrc`` credentials, shared by the items of one
     #: download_many call so that the file is looked for once per host.

@@ -10,13 +10,108 @@ and at most ``max_per_host`` run against one host at a time. Any
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 
-from . import _items, _names, _progress
+from . import _items, _names, _partfile, _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Final, Iterable, Sequence
+
+#: Seconds a stop (SIGTERM, Ctrl-C) gives the downloads under way to end at
+#: their next chunk, keeping their .part, before the call gives up on them.
+STOP_GRACE = 10.0
+#: 128 + the signal's number: what shells and schedulers report.
+EXIT_TERMINATED = 128 + 15
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived (a scheduler's time limit, ``scancel``, ``kill``): exit 143.
+
+    A ``SystemExit``, so that a script that does not catch it ends with
+    the status a SIGTERM gives, after its ``finally`` blocks, its
+    downloads stopped cleanly (``.part`` kept, locks released).
+
+    Parameters
+    ----------
+    message : str
+        What was interrupted, in one line.
+    """
+
+    def __init__(self, message: str = "terminated by SIGTERM") -> None:
+        super().__init__(EXIT_TERMINATED)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: raise :class:`Terminated` in the main thread."""
+    raise Terminated()
+
+
+class TerminationHandler:
+    """While active, SIGTERM raises :class:`Terminated` in the main thread.
+
+    Only from the main thread (the only one Python runs handlers in), and
+    only where SIGTERM has its default action: a program (or the command
+    line) that handles SIGTERM itself keeps its handler. ``installed``
+    tells whether this one was.
+    """
+
+    def __init__(self) -> None:
+        self.installed = False
+
+    def __enter__(self) -> TerminationHandler:
+        if (
+            hasattr(signal, "SIGTERM")
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, raise_terminated)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_message(what: str, stopped: int, waiting: int, done: int, where: str = "") -> str:
+    """One line saying what a stop interrupted."""
+    kept = "its .part is" if stopped == 1 else "their .part files are"
+    plural = "" if stopped == 1 else "s"
+    return (
+        f"{what}: {stopped} download{plural} stopped{where} ({kept} kept for the next "
+        f"call), {waiting} not started, {done} done"
+    )
+
+
+def _stopped(exc: BaseException, message: str, installed: bool) -> BaseException:
+    """The exception that ends an interrupted call: ``exc``'s kind, saying what it stopped."""
+    if isinstance(exc, Terminated):
+        if installed:
+            # Nobody above handles SIGTERM: this line is all a log will show.
+            try:
+                sys.stderr.write(f"pyvo_dl: {message}\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        return Terminated(message)
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt(message)
+    return exc
+
+
+def _is_stop(exc: BaseException) -> bool:
+    return isinstance(exc, (Terminated, KeyboardInterrupt, _partfile.Interrupted))
+
+
+def _what(exc: BaseException) -> str:
+    return "terminated by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
 
 
 def _source_host(source: str) -> str:
@@ -288,6 +383,7 @@ def _run_threads(
     lock = threading.Lock()
     pending = iter(todo)
     crashed: list[BaseException] = []
+    running: set[int] = set()
 
     def download_one(index: int, child: Any) -> Any:
         source, target, options = planned[index]
@@ -303,8 +399,9 @@ def _run_threads(
         while not stop.is_set():
             with lock:
                 index = next(pending, None)
-            if index is None:
-                return
+                if index is None:
+                    return
+                running.add(index)
             child = display.child()
             try:
                 outcome: Any = download_one(index, child)
@@ -314,34 +411,105 @@ def _run_threads(
                 stop.set()
                 crashed.append(exc)
                 return
+            finally:
+                with lock:
+                    running.discard(index)
             if outcome is not None:
                 _record(results, index, outcome, display, child)
 
-    if len(todo) == 1:
-        # One item runs on the calling thread: Ctrl-C interrupts it at once
-        # (its .part is kept), as it does a single http_download.
-        work()
-        if crashed:
-            raise crashed[0]
-        return
-    threads = [
-        threading.Thread(target=work, name=f"pyvo_dl-{n}")
-        for n in range(min(workers, max(1, len(todo))))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    except BaseException:
-        # Ctrl-C: nothing new starts; downloads under way finish, and one
-        # cut short by a second Ctrl-C leaves a .part the next call resumes.
-        stop.set()
-        for thread in threads:
-            thread.join()
-        raise
+    with TerminationHandler() as handler:
+        if len(todo) == 1:
+            # One item runs on the calling thread: Ctrl-C or SIGTERM
+            # interrupts it at once (its .part is kept), as it does a single
+            # http_download.
+            work()
+            if crashed and _is_stop(crashed[0]):
+                source = label_of(planned[todo[0]][0])
+                message = (
+                    f"{_what(crashed[0])} during {source} (its .part is kept for the next call)"
+                )
+                raise _stopped(crashed[0], message, handler.installed) from None
+        else:
+            _join_or_stop(work, workers, todo, results, stop, lock, running, handler)
     if crashed:
         raise crashed[0]
+
+
+class _Workers:
+    """The threads of one call, and a way to wait for them that a signal cannot spoil.
+
+    ``Thread.join()`` interrupted by a signal's exception can mark a thread
+    that still runs as stopped (CPython's bpo-45274 handling, 3.11), and a
+    later ``join()`` then returns at once: the call would end with a
+    download, and its lock, still under way. The threads report their end
+    on an event of ours instead.
+    """
+
+    def __init__(self, work: Callable[[], None], count: int) -> None:
+        self._work = work
+        self._left = count
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        # Daemons: a download that ignores a stop (stuck in a read that only
+        # its timeout ends) must not keep the process from exiting after one.
+        self._threads = [
+            threading.Thread(target=self._run, name=f"pyvo_dl-{n}", daemon=True)
+            for n in range(count)
+        ]
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        finally:
+            with self._lock:
+                self._left -= 1
+                if not self._left:
+                    self._done.set()
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every thread has ended (or ``timeout``); whether they all have."""
+        return self._done.wait(timeout)
+
+
+def _join_or_stop(
+    work: Callable[[], None],
+    workers: int,
+    todo: list[int],
+    results: list[Any],
+    stop: threading.Event,
+    lock: Any,
+    running: set[int],
+    handler: TerminationHandler,
+) -> None:
+    """Run ``work`` on the threads and wait for them; on a signal, stop them cleanly."""
+    threads = _Workers(work, min(workers, max(1, len(todo))))
+    threads.start()
+    try:
+        threads.wait()
+    except BaseException as exc:
+        # SIGTERM or Ctrl-C: nothing new starts, and each download under way
+        # stops at its next chunk (its .part and state kept, its lock
+        # released); those that do not within STOP_GRACE are left.
+        stop.set()
+        with lock:
+            stopped = len(running)
+        _stop_threads(threads)
+        done = sum(results[i] is not None for i in todo)
+        message = _stop_message(_what(exc), stopped, len(todo) - done - stopped, done)
+        raise _stopped(exc, message, handler.installed) from None
+
+
+def _stop_threads(threads: _Workers) -> None:
+    """Make the downloads of ``threads`` stop, and wait for them (STOP_GRACE at most)."""
+    _partfile.interrupt("the call was interrupted")
+    try:
+        threads.wait(STOP_GRACE)
+    finally:
+        _partfile.clear_interrupt()
 
 
 def _run_on_executor(

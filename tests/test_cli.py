@@ -1097,5 +1097,10 @@ def test_ctrl_c_exits_130_without_traceback(http_server: FaultServer, tmp_path: 
             child.wait()
     assert child.returncode == 130, err
     assert "Traceback" not in err
-    assert err.rstrip().endswith("pyvo-dl: interrupted; run the same command again to resume")
+    # One line, saying what was interrupted and how to go on.
+    last = err.rstrip().splitlines()[-1]
+    assert last == (
+        f"pyvo-dl: interrupted during {url} (its .part is kept for the next call); "
+        "run the same command again to resume"
+    )
     assert not (tmp_path / "image.fits").exists()
