@@ -1180,13 +1180,20 @@ def download_many(
     dest_dir : str or os.PathLike, optional
         The folder for the files (default: the current folder).
     workers : int, optional
-        Downloads running at once, 1 to 256 (default 8).
+        Downloads running at once, 1 to 256 (default 8), on download_many's
+        threads.
     max_per_host : int, optional
         Downloads running at once against one host (default: ``workers``).
     executor : concurrent.futures.Executor, optional
         Runs the items instead of an internal thread pool: a
         ``ProcessPoolExecutor``, ``dask.distributed.Client.get_executor()``,
-        or ``mpi4py.futures.MPIPoolExecutor``.
+        or ``mpi4py.futures.MPIPoolExecutor``. The executor's size decides
+        how many run at once: ``workers`` and ``max_per_host`` other than
+        their defaults are a ``ValueError`` with it. Targets are made
+        absolute before they are sent (a worker's folder is not the
+        caller's); the keyword arguments must pickle (a boto3 session does
+        not: pass ``aws_profile=``), which is checked before any item is
+        sent, except for a ``ThreadPoolExecutor``.
     progress : bool or callable, optional
         True: one aggregate display (files done/total, bytes, rate); False:
         silent; a callable gets ``(files_done, files_total)``.
@@ -1235,7 +1242,8 @@ def download_many(
     (a batch scheduler's time limit), nothing new starts and each download
     under way stops at its next chunk, its ``.part`` kept for the next call
     and its lock released (within 10 s; one stuck in a silent read is left
-    to its timeout). Then ``KeyboardInterrupt``, or ``SystemExit(143)`` after one line on
+    to its timeout); with an executor, the items not begun are cancelled.
+    Then ``KeyboardInterrupt``, or ``SystemExit(143)`` after one line on
     stderr, tells what was stopped.
     """
     pairs = run_batch(

@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Final, Iterable, Sequence
 
+#: download_many's own threads, unless told otherwise.
+DEFAULT_WORKERS = 8
 #: Seconds a stop (SIGTERM, Ctrl-C) gives the downloads under way to end at
 #: their next chunk, keeping their .part, before the call gives up on them.
 STOP_GRACE = 10.0
@@ -327,6 +329,8 @@ def download_many(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
+    if executor is not None:
+        _check_executor_options(workers, max_per_host)
     if "checksum" in kwargs:
         raise ValueError(
             "checksum= names one file; give it per item ({'source': ..., 'checksum': ...}) "
@@ -359,6 +363,19 @@ def download_many(
     finally:
         display.close()
     return [(label_of(source), result) for (source, _, _), result in zip(planned, results)]
+
+
+def _check_executor_options(workers: int, max_per_host: int | None) -> None:
+    """``workers=`` and ``max_per_host=`` size download_many's own threads: say so."""
+    for name, value, default in (
+        ("workers", workers, DEFAULT_WORKERS), ("max_per_host", max_per_host, None),
+    ):  # fmt: skip
+        if value != default:
+            raise ValueError(
+                f"{name}={value!r} applies to download_many's own threads, not to "
+                "executor=: the executor decides how many items run at once (size it, "
+                "for example ProcessPoolExecutor(max_workers=N)), or drop executor="
+            )
 
 
 def _record(results: list[Any], index: int, outcome: Any, display: Any, child: Any) -> None:
@@ -521,21 +538,104 @@ def _run_on_executor(
     kwargs: dict[str, Any],
     display: Any,
 ) -> None:
-    from concurrent.futures import as_completed
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    futures = {
-        executor.submit(
-            run_counted, download, planned[index][0], planned[index][1],
-            dict(kwargs, **planned[index][2]),
-        ): index
-        for index in todo
-    }  # fmt: skip
-    for future in as_completed(futures):
-        tally: Any = None
+    if not isinstance(executor, ThreadPoolExecutor):
+        _check_picklable(download, kwargs)
+    futures: dict[Any, int] = {}
+    with TerminationHandler() as handler:
         try:
-            outcome, tally = future.result()
-        except Exception as exc:  # the worker itself failed (pickling, a dead process)
-            outcome = exc
-        results[futures[future]] = outcome
-        moved = tally.moved if tally is not None else 0
-        display.item_done(not isinstance(outcome, BaseException), tally, moved)
+            for index in todo:
+                source, target, options = planned[index]
+                futures[
+                    executor.submit(
+                        run_counted, download, source, _absolute(target), dict(kwargs, **options)
+                    )
+                ] = index
+            for future in as_completed(futures):
+                _collect(future, futures[future], planned, results, display)
+        except BaseException as exc:
+            # Nothing new starts: the items not yet begun are cancelled (a
+            # pool would otherwise run every one of them). Those running
+            # stop at their next chunk in a thread pool; in other processes
+            # they end there (a process group's signal reaches them).
+            cancelled = sum(future.cancel() for future in futures)
+            left = sum(not future.done() for future in futures)
+            _stop_futures([future for future in futures if not future.done()])
+            done = sum(results[i] is not None for i in todo)
+            waiting = cancelled + len(todo) - len(futures)
+            where = " in the executor's workers"
+            message = _stop_message(_what(exc), left, waiting, done, where)
+            raise _stopped(exc, message, handler.installed) from None
+
+
+def _stop_futures(running: list[Any]) -> None:
+    """Make the downloads of this process stop, and wait for ``running`` (STOP_GRACE at most)."""
+    from concurrent.futures import wait
+
+    _partfile.interrupt("the call was interrupted")
+    try:
+        wait(running, timeout=STOP_GRACE)
+    finally:
+        _partfile.clear_interrupt()
+
+
+def _absolute(target: Any) -> Any:
+    """The target as an absolute path: a worker's current folder is not the caller's."""
+    path = os.path.abspath(target)
+    return NameIn(path) if isinstance(target, NameIn) else path
+
+
+def _collect(
+    future: Any,
+    index: int,
+    planned: Sequence[tuple[str, Any, dict[str, Any]]],
+    results: list[Any],
+    display: Any,
+) -> None:
+    tally: Any = None
+    try:
+        outcome, tally = future.result()
+    except Exception as exc:  # the worker itself failed (pickling, a dead process)
+        outcome = exc
+    if isinstance(outcome, str):
+        # The path as the caller planned it (relative stays relative), as
+        # the threads return it.
+        target = planned[index][1]
+        path = (
+            _join(str(target), os.path.basename(outcome)) if isinstance(target, NameIn) else target
+        )
+        outcome = _repath(outcome, path)
+    results[index] = outcome
+    moved = tally.moved if tally is not None else 0
+    display.item_done(not isinstance(outcome, BaseException), tally, moved)
+
+
+def _repath(outcome: str, path: str) -> str:
+    """``path`` as the same kind of string as ``outcome`` (a ``DownloadedPath`` keeps its source)."""
+    if type(outcome) is str:
+        return path
+    # The result types pickle as (type, (path, *attributes)): the same recipe.
+    recipe: Any = outcome.__reduce__()
+    made: str = recipe[0](path, *recipe[1][1:])
+    return made
+
+
+def _check_picklable(download: Callable[..., str], kwargs: dict[str, Any]) -> None:
+    """One clear ``ValueError`` up front for what an executor's processes cannot receive."""
+    import pickle
+
+    for name, value in [("the download function", download), *kwargs.items()]:
+        try:
+            pickle.dumps(value)
+        except Exception as exc:  # pickle raises TypeError, PicklingError, AttributeError...
+            hint = (
+                "pass aws_profile= (a profile name crosses processes) instead of a boto3 session"
+                if name == "session"
+                else "pass something that pickles, or use the default threads (no executor=)"
+            )
+            what = name if name.startswith("the ") else f"{name}="
+            raise ValueError(
+                f"{what} cannot be sent to the executor's worker processes (it cannot be "
+                f"pickled: {exc}); {hint}"
+            ) from None
