@@ -166,12 +166,56 @@ def populate(heasarc: FaultServer, archive: FaultServer, institute: FaultServer,
     archive.set_fault("/slow/cube.fits", stall=60)  # stop() ends the wait
     for path, size in INSTITUTE_FILES.items():
         institute.add_file(path, content(path, size))
+    folder = "/FTP/" + OBS3052.rsplit("/", 2)[0] + "/"  # .../3052/, above primary/
+    heasarc.add_file(folder, apache_listing(folder, ["primary/"]), content_type=_LISTING_TYPE)
+    heasarc.add_file(
+        "/FTP/" + OBS3052,
+        apache_listing("/FTP/" + OBS3052, sorted(OBS3052_FILES)),
+        content_type=_LISTING_TYPE,
+    )
+
+
+_LISTING_TYPE = "text/html;charset=UTF-8"
+
+
+def apache_listing(path: str, names: list[str]) -> bytes:
+    """A listing page as Apache 2.4's mod_autoindex writes it (FancyIndexing, HTMLTable).
+
+    The HEASARC stand-in is a FaultServer; this imitates the real server's
+    page (captured from /usr/sbin/apache2 with the configuration of
+    tests/webservers.py, which tests/test_trees.py runs for real): sort
+    links, an absolute "Parent Directory" link, relative escaped entries.
+    """
+    import urllib.parse
+
+    parent = path.rstrip("/").rsplit("/", 1)[0] + "/"
+    sort_links = (
+        '<th><a href="?C=N;O=D">Name</a></th><th><a href="?C=M;O=A">Last modified</a></th>'
+        '<th><a href="?C=S;O=A">Size</a></th>'
+    )
+    rows = [
+        f'<tr><th valign="top">&nbsp;</th>{sort_links}</tr>',
+        f'<tr><td valign="top">&nbsp;</td><td><a href="{parent}">Parent Directory</a></td></tr>',
+    ]
+    for name in names:
+        href = urllib.parse.quote(name)
+        rows.append(f'<tr><td valign="top">&nbsp;</td><td><a href="{href}">{name}</a></td></tr>')
+    title = path.rstrip("/")
+    page = (
+        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN" '
+        '"http://www.w3.org/TR/html4/strict.dtd">\n'
+        f"<html>\n <head>\n  <title>Index of {title}</title>\n </head>\n <body>\n"
+        f"<h1>Index of {title}</h1>\n  <table>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n"
+    )
+    return page.encode("utf-8")
 
 
 # ---------------------------------------------------------------- blocks ---
 
 _FENCE = re.compile(r"^(?P<fence>```+|~~~+)(?P<lang>[^`\s]*)\s*$")
 _SKIP = re.compile(r"^<!--\s*skip\b:?(?P<reason>.*?)-->\s*$")
+#: ``<!-- needs: astropy -->``: run only where these (optional) modules import.
+_NEEDS = re.compile(r"^<!--\s*needs:\s*(?P<modules>[\w., ]+?)\s*-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -184,6 +228,9 @@ class Block:
     code: str
     #: None when not marked; the reason (possibly empty) when marked to skip.
     skip: str | None
+    #: Optional modules the block imports (``<!-- needs: ... -->``): where one
+    #: is missing the block is not run and the page's test reports a skip.
+    needs: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -218,6 +265,7 @@ def read_blocks(page: str) -> list[Block]:
         assert end is not None, f"{page}:{start + 1}: code block never closed"
         previous = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
         marker = _SKIP.match(previous.strip())
+        needs = _NEEDS.match(previous.strip())
         blocks.append(
             Block(
                 page=page,
@@ -225,6 +273,7 @@ def read_blocks(page: str) -> list[Block]:
                 language=match.group("lang").lower(),
                 code="\n".join(lines[start + 1 : end]) + "\n",
                 skip=marker.group("reason").strip() if marker else None,
+                needs=tuple(m.strip() for m in needs.group("modules").split(",")) if needs else (),
             )
         )
         i = end + 1
@@ -473,9 +522,16 @@ def test_skips_have_reasons_and_are_counted(page: str) -> None:
 def test_examples_run(page: str, world: World) -> None:
     if page in NOT_RUN:
         pytest.skip(f"{page}: {NOT_RUN[page]}")
+    missing = []
     for block in read_blocks(page):
         if block.language in RUNNABLE and block.skip is None:
+            absent = [m for m in block.needs if importlib.util.find_spec(m) is None]
+            if absent:
+                missing.append(f"{block.where} needs {', '.join(absent)}, not installed")
+                continue
             world.run(block)
+    if missing:
+        pytest.skip("; ".join(missing))  # after every other block of the page ran
 
 
 def test_readme_starts_with_the_two_commands() -> None:
