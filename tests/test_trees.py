@@ -25,7 +25,7 @@ import pytest
 import pyvo_dl
 from pyvo_dl._cli import main
 from servers import FaultServer
-from webservers import PythonServer, WebServer
+from webservers import PACKAGES, PythonServer, WebServer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -315,3 +315,12 @@ def test_recursive_takes_a_folder_url(tmp_path: Path) -> None:
 def test_the_cli_refuses_filters_without_recursive(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--include", "*.fits", "https://h/d/"]) == 2
     assert "--include filter what --recursive lists" in capsys.readouterr().err
+
+
+def test_ci_installs_the_servers() -> None:
+    """.ci/run installs each server's Debian package, so that CI runs these tests."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, ".ci", "run"), encoding="utf-8") as f:
+        script = f.read()
+    for package in PACKAGES.values():
+        assert f":{package} " in script or f":{package};" in script, package
