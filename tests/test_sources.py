@@ -275,3 +275,23 @@ def test_an_astropy_table_is_one_call(
     assert isinstance(results[1], pyvo_dl.HTTPStatusError)
     with pytest.raises(TypeError, match="not one Row"):
         pyvo_dl.download_many(table[0], tmp_path)
+
+
+def test_several_sources_on_a_process_pool(
+    http_server: FaultServer, other_server: FaultServer, tmp_path: Path
+) -> None:
+    """The fallback runs in the worker; the result comes back with its source."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    missing = http_server.url("/FTP/" + KEY)
+    good = _serve(other_server)
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = pyvo_dl.download_many(
+            [[missing, good], ([missing, http_server.url("/none.fits")], "other.fits")], tmp_path,
+            executor=pool, progress=False,
+        )  # fmt: skip
+    assert results[0] == str(tmp_path / NAME)
+    assert isinstance(results[0], pyvo_dl.DownloadedPath)
+    assert results[0].source == good
+    assert isinstance(results[1], pyvo_dl.AllSourcesFailedError)
+    assert [type(e) for _, e in results[1].failures] == [pyvo_dl.HTTPStatusError] * 2
