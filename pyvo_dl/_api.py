@@ -1167,7 +1167,9 @@ def download_many(
           `~pyvo_dl.IntegrityError`;
         - a row of a query result: a pyvo ``Record`` (its
           ``getdataurl()``), an astropy ``Row`` or any mapping with an
-          ``access_url`` column; its ``cloud_access`` JSON
+          ``access_url`` column (whatever its other columns: a catalogue's
+          ``source`` column does not make it a manifest entry); its
+          ``cloud_access`` JSON
           (``{"aws": {"bucket_name": ..., "key": ..., "region": ...}}`` or
           a list of those) and its ``aws`` column (an ``s3://`` URI) are
           further sources of the same file, the region used for the

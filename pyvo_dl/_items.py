@@ -301,11 +301,13 @@ def _keys(mapping: Any) -> list[str]:
 
 def _parse_mapping(item: Any, index: int) -> Any:
     keys = _keys(item)
-    if "source" in keys:
-        return _parse_manifest(item, keys, index)
+    # A row first: a catalogue may well have a column named "source" (the
+    # source's name) beside its access_url.
     lower = {key.lower() for key in keys}
     if callable(getattr(item, "getdataurl", None)) or lower.intersection(_ROW_COLUMNS):
         return _parse_row(item, keys, index)
+    if "source" in keys:
+        return _parse_manifest(item, keys, index)
     raise ValueError(
         f"item {index} ({shown(item)}): no 'source' (a manifest item has 'source' and "
         "optionally 'local_filepath' and 'checksum') and no 'access_url' (a table row)"

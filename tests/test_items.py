@@ -44,6 +44,8 @@ def _sources(item: object) -> list[tuple[str, str | None]]:
             "a/b.fits",
         ),
         ({"access_url": HTTP, "obs_id": "3052"}, [(HTTP, None)], None),
+        # A catalogue's "source" column (a source name) beside access_url: a row.
+        ({"source": "NGC 1068", "access_url": HTTP}, [(HTTP, None)], None),
         ({"ACCESS_URL": HTTP}, [(HTTP, None)], None),  # the column's case as the table has it
         ({"access_url": HTTP, "aws": S3}, [(HTTP, None), (S3, None)], None),
         (
