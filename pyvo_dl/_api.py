@@ -463,8 +463,9 @@ def _tree_filters(recursive: Any, include: Any, exclude: Any, max_depth: Any) ->
 #: Options of a listing page's request: those of the call, without a file's.
 _PAGE_OPTIONS = frozenset({"timeout", "session", "auth", "verbose", "retries", "headers",
                            "ssl_context"})  # fmt: skip
-#: The largest listing page read (a folder of a million entries is about 200 MB).
-_PAGE_LIMIT = 256 * 1024 * 1024
+#: The largest listing page read into memory, as for an S3 listing page: an
+#: Apache FancyIndexing row is about 250 bytes, so some 250,000 entries.
+_PAGE_LIMIT = 64 * 1024 * 1024
 
 
 def _http_tree_items(

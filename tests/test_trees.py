@@ -324,3 +324,19 @@ def test_ci_installs_the_servers() -> None:
         script = f.read()
     for package in PACKAGES.values():
         assert f":{package} " in script or f":{package};" in script, package
+
+
+def test_a_listing_page_past_the_limit_is_an_error_naming_it(
+    http_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile or endless listing page is not read into memory past the limit."""
+    from pyvo_dl import _api
+
+    monkeypatch.setattr(_api, "_PAGE_LIMIT", 1000)
+    page = "".join(f'<a href="f{i}.fits">f{i}.fits</a>\n' for i in range(200)).encode()
+    http_server.add_file("/big/", page, content_type="text/html")
+    (result,) = pyvo_dl.download_many([http_server.url("/big/")], tmp_path, recursive=True,
+                                      progress=False)  # fmt: skip
+    assert isinstance(result, pyvo_dl.DownloadError)
+    assert f"{http_server.url('/big/')} sent more than 1000 bytes" in str(result)
+    assert list(tmp_path.iterdir()) == []
