@@ -184,6 +184,7 @@ class _Download:
             validator=validator,
             etag=etag,
             size=total,
+            last_modified=headers.get("Last-Modified"),
             checksums=[(c.algorithm, c.expected) for c in announced],
         )
         return self.state
@@ -200,23 +201,34 @@ class _Download:
         return state
 
     def _accept(self, response: Response) -> int:
-        """Where to write this answer's body, or raise :class:`_Restart`."""
+        """Where to write this answer's body, or raise :class:`_Restart`.
+
+        A ``206`` continues the ``.part`` only if it starts at the byte
+        asked, for the size recorded, and repeats every validator recorded
+        (SPEC §3.2: servers that ignore ``If-Range`` answer with the new
+        object's); all is checked before a byte is written. A ``200`` to a
+        resume (``If-Range`` failed: nginx, Apache) is the new object whole,
+        and becomes the download.
+        """
         if response.status == 200:
             if self.offset:
-                response.close()
-                raise _Restart("the server sent the whole object (it changed, or ignores Range)")
+                self._restart_from_zero("the server sent the whole object (it changed)")
             self._record_new_object(response, _exchange.length_of(response))
             return 0
         content_range = _exchange.content_range(response)
         if (
-            self.offset
-            and self.state is not None
-            and content_range.start == self.offset
-            and content_range.total == self.state.size
+            not self.offset
+            or self.state is None
+            or content_range.start != self.offset
+            or content_range.total != self.state.size
         ):
-            return self.offset
-        response.close()
-        raise _Restart(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+            response.close()
+            raise _Restart(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+        changed = _httputil.changed_validator(self.state.validators(), response.headers)
+        if changed is not None:
+            response.close()
+            raise _Restart(f"the object changed on the server ({changed})")
+        return self.offset
 
     def _complete_by_416(self, response: Response) -> bool:
         total = _exchange.content_range(response).total

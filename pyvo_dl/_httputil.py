@@ -26,9 +26,11 @@ __all__ = [
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
     "TRANSIENT_STATUSES",
+    "VALIDATORS",
     "ContentRange",
     "basic_auth_header",
     "bypasses_proxy",
+    "changed_validator",
     "check_url",
     "format_content_range",
     "format_range",
@@ -853,6 +855,55 @@ def strong_validator(etag: str | None, last_modified: str | None) -> str | None:
         return tag
     date = (last_modified or "").strip()
     return date or None
+
+
+#: The validators a range answer must repeat, as a state file records them.
+VALIDATORS: Final = ("ETag", "Last-Modified")
+
+
+def changed_validator(recorded: Mapping[str, str | None], headers: Mapping[str, str]) -> str | None:
+    """Why a ``206`` is not a part of the object recorded; None when it is (SPEC §3.2).
+
+    Many servers ignore ``If-Range`` (aiohttp's static handler for an ETag,
+    tornado, twisted, CDNs, S3) and answer a resume with ``206`` and the
+    validators of the object as it is *now*; tornado keeps a stale ETag
+    while ``Last-Modified`` moves on. So every validator recorded must come
+    back, unchanged, and none may appear that was not there: a missing one
+    counts as changed.
+
+    Parameters
+    ----------
+    recorded : Mapping[str, str or None]
+        ``ETag`` and ``Last-Modified`` as the first answer gave them (None:
+        it gave none).
+    headers : Mapping[str, str]
+        The ``206`` answer's headers.
+
+    Returns
+    -------
+    str or None
+        What differs, for messages.
+
+    Examples
+    --------
+    >>> recorded = {"ETag": '"v1"', "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    >>> changed_validator(recorded, {"ETag": '"v1"', "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    >>> changed_validator(recorded, {"ETag": '"v1"', "Last-Modified": "Thu, 22 Oct 2015 07:28:00 GMT"})
+    "Last-Modified is now 'Thu, 22 Oct 2015 07:28:00 GMT', not 'Wed, 21 Oct 2015 07:28:00 GMT'"
+    >>> print(changed_validator(recorded, {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    the ETag '"v1"' is missing
+    """
+    for name in VALIDATORS:
+        before = (recorded.get(name) or "").strip()
+        now = (headers.get(name) or "").strip()
+        if before == now:
+            continue
+        if not now:
+            return f"the {name} {before!r} is missing"
+        if not before:
+            return f"a {name} ({now!r}) came where there was none"
+        return f"{name} is now {now!r}, not {before!r}"
+    return None
 
 
 def plan_ranges(size: int, parts: int) -> list[tuple[int, int]]:

@@ -242,6 +242,11 @@ class ParallelDownload:
             raise ObjectChanged(
                 f"unexpected Content-Range {response.headers.get('Content-Range')!r}"
             )
+        # Before a byte is written: a server that ignores If-Range sends the
+        # new object's range with the new object's validators (SPEC §3.2).
+        changed = _httputil.changed_validator(self.state.validators(), response.headers)
+        if changed is not None:
+            raise ObjectChanged(f"the object changed on the server ({changed})")
         end = min(part.end, content_range.end)
         _exchange.read_body(
             response,

@@ -142,6 +142,9 @@ class PartState:
         The ETag as the server sent it.
     size : int or None
         The object's length.
+    last_modified : str or None
+        The ``Last-Modified`` date as the server sent it. With ``etag``,
+        what every later ``206`` must repeat (:meth:`validators`).
     checksums : list of (str, str)
         ``(algorithm, hex)`` the server announced (S3's ETag, x-amz-checksum-*).
     parts : list of PartRange
@@ -153,6 +156,7 @@ class PartState:
     validator: str | None
     etag: str | None
     size: int | None
+    last_modified: str | None = None
     checksums: list[tuple[str, str]] = field(default_factory=list)
     parts: list[PartRange] = field(default_factory=list)
 
@@ -160,7 +164,8 @@ class PartState:
         """The JSON text of ``.part.json``."""
         fields = {
             "identity": self.identity, "url": self.url, "validator": self.validator,
-            "etag": self.etag, "size": self.size, "checksums": [list(c) for c in self.checksums],
+            "etag": self.etag, "size": self.size, "last_modified": self.last_modified,
+            "checksums": [list(c) for c in self.checksums],
             "parts": [[p.start, p.end, p.done] for p in self.parts],
         }  # fmt: skip
         return json.dumps(fields)
@@ -175,6 +180,7 @@ class PartState:
                 validator=_typed(data["validator"], str, None),
                 etag=_typed(data["etag"], str, None),
                 size=_typed(data["size"], int, None),
+                last_modified=_typed(data.get("last_modified"), str, None),
                 checksums=[(_typed(a, str), _typed(h, str)) for a, h in data.get("checksums", [])],
                 parts=[
                     PartRange(_typed(s, int), _typed(e, int), _typed(d, int))
@@ -184,6 +190,10 @@ class PartState:
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
         return state
+
+    def validators(self) -> dict[str, str | None]:
+        """``ETag`` and ``Last-Modified`` as recorded: what a ``206`` must repeat (SPEC §3.2)."""
+        return {"ETag": self.etag, "Last-Modified": self.last_modified}
 
 
 def _typed(value: Any, kind: type, *optional: None) -> Any:

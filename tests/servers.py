@@ -248,6 +248,8 @@ class Fault:
     drop: tuple[int, bool] | None = None
     short_body: int | None = None
     ignore_range: bool = False
+    ignore_if_range: bool = False
+    omit_headers: tuple[str, ...] = ()
     change: tuple[int, bytes] | None = None
     stall: tuple[float, int] | None = None
     trickle: tuple[int, float] | None = None
@@ -268,6 +270,8 @@ class Fault:
 _SHAPING_OPTIONS = frozenset(
     {
         "ignore_range",
+        "ignore_if_range",
+        "omit_headers",
         "content_type",
         "content_disposition",
         "no_length",
@@ -289,6 +293,8 @@ def _merge(faults: Iterable[Fault]) -> Fault:
             value = getattr(fault, name)
             if name == "headers":
                 merged.headers.update(value)
+            elif name == "omit_headers":
+                merged.omit_headers += value
             elif getattr(merged, name) in (None, False) and value not in (None, False):
                 setattr(merged, name, value)
     return merged
@@ -401,7 +407,8 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self, obj: _Object, fx: Fault, method: str) -> None:
         size = len(obj.data)
         wanted = None if fx.ignore_range else parse_range_header(self.headers.get("Range"), size)
-        if wanted is not None and not _if_range_holds(self.headers.get("If-Range"), obj):
+        if_range = None if fx.ignore_if_range else self.headers.get("If-Range")
+        if wanted is not None and not _if_range_holds(if_range, obj):
             wanted = None
         if wanted == _UNSATISFIABLE:
             self._simple(416, b"", {"Content-Range": f"bytes */{size}"}, method)
@@ -430,8 +437,10 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
             # No length and no chunking: only the close can end the body.
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.send_header("ETag", obj.etag)
-        self.send_header("Last-Modified", obj.last_modified)
+        omitted = {name.lower() for name in fx.omit_headers}
+        for name, value in (("ETag", obj.etag), ("Last-Modified", obj.last_modified)):
+            if name.lower() not in omitted:
+                self.send_header(name, value)
         if fx.content_disposition is not None:
             self.send_header("Content-Disposition", fx.content_disposition)
         for name, value in {**obj.headers, **fx.headers}.items():
@@ -815,6 +824,8 @@ class FaultServer:
         rst: bool = False,
         short_body: int | None = None,
         ignore_range: bool = False,
+        ignore_if_range: bool = False,
+        omit_headers: Sequence[str] = (),
         change_after: int | None = None,
         new_data: bytes | None = None,
         stall: float | None = None,
@@ -842,7 +853,8 @@ class FaultServer:
             forever. Use ``after`` to script sequences (503, then a drop...).
         methods : sequence of str, optional
             Which requests match and are counted. Default: GET and HEAD when
-            the fault only shapes headers (``ignore_range``, ``content_type``,
+            the fault only shapes headers (``ignore_range``, ``ignore_if_range``,
+            ``omit_headers``, ``content_type``,
             ``content_disposition``, ``no_length``, ``chunked``, ``redirect``,
             ``basic_auth``, ``headers``); HEAD for ``head_status`` alone; GET
             otherwise.
@@ -857,6 +869,18 @@ class FaultServer:
             Declare the full length, send ``short_body`` bytes, close.
         ignore_range
             Answer every Range request with 200 and the whole object.
+        ignore_if_range
+            Honour ``Range`` but not ``If-Range``: a ``206`` with the
+            object's *current* ``ETag`` and ``Last-Modified``, whatever
+            ``If-Range`` says. What aiohttp's static handler does with an
+            ETag in ``If-Range``, what tornado's ``StaticFileHandler`` and
+            twisted's ``twist web`` do with any, and many CDNs and proxies:
+            the case where only the client's check of the validators keeps
+            a file from being stitched. (S3 too: see ``s3_semantics``.)
+        omit_headers
+            Leave these of ``ETag`` and ``Last-Modified`` out of the
+            object's answers: the same file behind a proxy that hides them
+            (nginx's ``proxy_hide_header ETag``), a validator that vanished.
         change_after, new_data
             When GET number ``change_after`` arrives (0-based: after
             ``change_after`` GETs), replace the object with ``new_data``
@@ -899,6 +923,8 @@ class FaultServer:
             drop=None if drop_after is None else (drop_after, rst),
             short_body=short_body,
             ignore_range=ignore_range,
+            ignore_if_range=ignore_if_range,
+            omit_headers=tuple(omit_headers),
             change=None if change_after is None else (change_after, bytes(new_data or b"")),
             stall=None if stall is None else (stall, stall_after),
             trickle=trickle,

@@ -483,10 +483,10 @@ _TEXT = st.text()
 _MAYBE_TEXT = st.none() | st.text()
 _SIZES = st.integers(min_value=0, max_value=2**62)
 _STATES = st.builds(
-    lambda identity, url, validator, etag, size, checksums, parts: (
-        identity, url, validator, etag, size, checksums, parts
+    lambda identity, url, validator, etag, size, last_modified, checksums, parts: (
+        identity, url, validator, etag, size, last_modified, checksums, parts
     ),
-    _TEXT, _TEXT, _MAYBE_TEXT, _MAYBE_TEXT, st.none() | _SIZES,
+    _TEXT, _TEXT, _MAYBE_TEXT, _MAYBE_TEXT, st.none() | _SIZES, _MAYBE_TEXT,
     st.lists(st.tuples(_TEXT, _TEXT), max_size=3),
     st.lists(st.tuples(_SIZES, _SIZES, _SIZES), max_size=4),
 )  # fmt: skip
@@ -499,15 +499,16 @@ def test_part_state_survives_its_file(fields: tuple[object, ...]) -> None:
 
     from pyvo_dl._partfile import PartRange, PartState
 
-    identity, url, validator, etag, size, checksums, parts = fields
+    identity, url, validator, etag, size, last_modified, checksums, parts = fields
     state = PartState(
         identity,
         url,
         validator,
         etag,
         size,
-        list(checksums),  # type: ignore[arg-type]
-        [PartRange(*p) for p in parts],  # type: ignore[misc]
+        last_modified=last_modified,
+        checksums=list(checksums),  # type: ignore[arg-type]
+        parts=[PartRange(*p) for p in parts],  # type: ignore[misc]
     )
     assert PartState.from_json(json.loads(state.to_json())) == state
 

@@ -226,6 +226,25 @@ def test_ignore_range(server: FaultServer) -> None:
     assert (answer.status, answer.body) == (200, DATA)
 
 
+def test_ignore_if_range_answers_206_with_the_current_validators(server: FaultServer) -> None:
+    """aiohttp, tornado, twisted, CDNs: a Range honoured, its If-Range not."""
+    old = server.etag(PATH)
+    server.set_fault(PATH, ignore_if_range=True)
+    server.replace_file(PATH, DATA[::-1])
+    answer = fetch(server, headers={"Range": "bytes=10-", "If-Range": old})
+    assert (answer.status, answer.body) == (206, DATA[::-1][10:])
+    assert answer.headers["etag"] == server.etag(PATH) != old
+    assert answer.headers["last-modified"] != DEFAULT_LAST_MODIFIED
+
+
+def test_omit_headers_leaves_validators_out(server: FaultServer) -> None:
+    server.set_fault(PATH, omit_headers=("ETag",))
+    for method in ("GET", "HEAD"):
+        answer = fetch(server, method=method)
+        assert "etag" not in answer.headers
+        assert answer.headers["last-modified"] == DEFAULT_LAST_MODIFIED
+
+
 def test_change_after_replaces_object(server: FaultServer) -> None:
     old = server.etag(PATH)
     server.set_fault(PATH, change_after=2, new_data=b"new version")
