@@ -20,7 +20,15 @@ import time
 from . import _exchange, _httputil, _integrity, _parallel
 from ._errors import DownloadError
 from ._exchange import FetchRequest, report
-from ._partfile import PartFile, PartState, TargetLock, prepare_target
+from ._partfile import (
+    ForeignFile,
+    PartFile,
+    PartState,
+    TargetLock,
+    check_not_a_helper,
+    foreign_file_error,
+    prepare_target,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,6 +59,7 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
         And its subclasses, as SPEC §2.4 lists them.
     """
     prepare_target(request.target)
+    check_not_a_helper(request.target)
     lock = TargetLock(request.target)
     started = time.time()
     lock.acquire(
@@ -103,6 +112,11 @@ def _cache_is_valid(request: FetchRequest, transport: Transport) -> bool:
     return False
 
 
+def _in_memory(total: int | None) -> bool:
+    """Whether a body of ``total`` bytes is read into memory before it is written."""
+    return total is not None and total <= _exchange.BUFFER_SIZE
+
+
 class _Restart(Exception):
     """The server's answer cannot continue the ``.part``: start again from byte 0."""
 
@@ -123,22 +137,42 @@ class _Download:
         self.restarts = 0
         self.committed = False
         self.no_probe_range = False
+        #: A body of at most one buffer, as it arrives (see _read_whole).
+        self.memory: _exchange.MemorySink | None = None
+        #: Whether a body read into memory was written as the .part (no state names it).
+        self.wrote_whole = False
 
     # -- state --------------------------------------------------------------
 
     def _load_resumable(self) -> None:
-        if not self.request.resume:
-            self.part.discard()
-            return
-        state = self.part.load_state()
-        size = self.part.size()
-        if state is None and not size:
+        """Take up what an earlier call left beside the target, if it is pyvo_dl's to take.
+
+        A ``.part`` is ours when a state file of ours names it; one of ours
+        that does not validate is discarded, with a ``verbose`` note; a file
+        of someone else's at either name refuses the target (docs/security.md).
+        """
+        try:
+            state = self.part.load_state()
+            size = self.part.size_on_disk()
+        except ForeignFile as foreign:
+            raise foreign_file_error(self.request.target, foreign) from None
+        if size is not None and not self.part.has_state:
+            unnamed = ForeignFile(self.part.path, "no state file of a download names it")
+            raise foreign_file_error(self.request.target, unnamed)
+        if self.part.problem is not None:
+            report(
+                self.request,
+                f"Discarded {self.part.state_path}: {self.part.problem}; starting over",
+            )
+        if not self.part.has_state:
             return  # nothing to resume and nothing to clean: the usual case
         if (
-            state is None
+            not self.request.resume
+            or state is None
             or state.identity != self.request.identity
             or not state.validator
             or state.size is None
+            or size is None
             or size > state.size
         ):
             self.part.discard()
@@ -167,6 +201,8 @@ class _Download:
         self.state = None
         self.offset = 0
         self.verifier = None
+        self.memory = None
+        self.wrote_whole = False
 
     # -- answers ------------------------------------------------------------
 
@@ -191,11 +227,11 @@ class _Download:
 
     def _record_new_object(self, response: Response, total: int | None) -> PartState:
         state = self._new_state(response.headers, total, response.url)
-        # A body that fits in one buffer gets its state file only if the call
-        # fails (_keep_for_resume): a kill loses at most that much, and the
-        # file costs three system calls per download.
-        worth_resuming = total is not None and total > _exchange.BUFFER_SIZE
-        if state.validator and worth_resuming and self.request.resume:
+        # The state file is written before any .part it describes: it is what
+        # makes that .part pyvo_dl's (docs/security.md), resumable or not. A
+        # body that fits in one buffer needs none: it is read into memory and
+        # written whole (_read_whole), so no .part of it waits on the network.
+        if not _in_memory(total):
             self.part.save_state(state)
         _warn_if_html(self.request, response.headers)
         return state
@@ -288,7 +324,10 @@ class _Download:
             if not self.committed:
                 self._verify_and_commit()
         except BaseException:
-            self._keep_for_resume()
+            if self.wrote_whole and not self.committed:
+                self.part.discard()  # ours, and refused or not moved: nothing to resume
+            else:
+                self._keep_for_resume()
             if self.sink is not None:
                 self.sink.finish(False)
             raise
@@ -310,28 +349,32 @@ class _Download:
                 self._restart_from_zero(str(restart))
 
     def _keep_for_resume(self) -> None:
-        """On the way out of a failed call, make sure the next one can resume.
+        """On the way out of a failed call, write what a small body got, for the next to resume.
 
-        Small bodies skip the state file while all goes well (see
-        :meth:`_record_new_object`); a call that ends in an error writes it.
+        A body read into memory (:meth:`_read_whole`) has nothing on disk: its
+        state, then its bytes, are written now, so that a call that fails
+        (or is interrupted) part-way costs the next one only the rest.
         """
-        state = self.state
-        if state is None or self.part.has_state or not (self.request.resume and state.validator):
+        state, memory = self.state, self.memory
+        if memory is None or not memory.size or self.wrote_whole:
             return
-        if state.size is None or not self.part.size():
+        if state is None or not (self.request.resume and state.validator) or state.size is None:
             return
         try:
             self.part.save_state(state)
+            self.part.write_new(memory.getvalue())
         except DownloadError:
             pass  # the original error matters more; the next call starts over
 
     def _resume_point(self) -> int:
-        """Where the next try starts: the bytes on disk, if they can be resumed, else 0."""
+        """Where the next try starts: the bytes kept (in memory or on disk), if resumable, else 0."""
         state = self.state
         resumable = state is not None and bool(state.validator) and state.size is not None
-        self.offset = self.part.size() if resumable and self.offset else 0
+        kept = self.memory.size if self.memory is not None else self.part.size()
+        self.offset = kept if resumable and self.offset else 0
         if not resumable:
             self.verifier = None
+            self.memory = None
         return self.offset
 
     def _attempt(self) -> None:
@@ -397,11 +440,18 @@ class _Download:
         # moves the starting point, and sinks count from it (SPEC §4).
         self.sink.start(total, start)
         checksums = self._checksums()
+        if start == 0 and _in_memory(total):
+            self.memory = _exchange.MemorySink(total or 0, self.request.url)
         if checksums and (self.verifier is None or start == 0):
             self.verifier = _integrity.Verifier(checksums)
-            if start:
+            if start and self.memory is not None:
+                self.verifier.update(self.memory.getvalue())
+            elif start:
                 _exchange.hash_prefix(self.verifier, self.part.path, start)
         self.offset = start
+        if self.memory is not None:
+            self._read_whole(response, total or 0, start)
+            return
         writer = self.part.open_at(start)
         try:
             # Never past the known size: a body that goes on (a chunked
@@ -410,6 +460,13 @@ class _Download:
             _exchange.read_body(response, writer, length, self._moved, self.verifier)
         finally:
             writer.close()
+
+    def _read_whole(self, response: Response, total: int, start: int) -> None:
+        """A body of at most one buffer: into memory (a retry continues it), then a new ``.part``."""
+        assert self.memory is not None
+        _exchange.read_body(response, self.memory, total - start, self._moved, self.verifier)
+        self.wrote_whole = True
+        self.part.write_new(self.memory.getvalue())
 
     def _moved(self, n: int) -> None:
         self.offset += n

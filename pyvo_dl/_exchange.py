@@ -491,6 +491,11 @@ class MemorySink:
             raise DownloadError(f"{self._source} sent more than {self._limit} bytes")
         self._chunks.append(bytes(chunk))
 
+    @property
+    def size(self) -> int:
+        """Bytes kept so far."""
+        return sum(map(len, self._chunks))
+
     def getvalue(self) -> bytes:
         """Everything written, in one piece."""
         return b"".join(self._chunks)

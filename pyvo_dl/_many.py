@@ -193,6 +193,31 @@ def plan_items(
             continue
         seen[key] = index
         planned.append((source, target, options))
+    return _refuse_helper_targets(planned, seen)
+
+
+def _refuse_helper_targets(
+    planned: list[tuple[Any, Any, dict[str, Any]]], seen: dict[str, int]
+) -> list[tuple[Any, Any, dict[str, Any]]]:
+    """Make an error of each item whose target is another item's ``.part``, state or lock.
+
+    ``[(u1, "x.fits.part"), (u2, "x.fits")]``: the download of x.fits would
+    write its ``.part`` over the first item's file, or the first item's
+    commit land on the second's ``.part``; both reported success.
+    """
+    helpers = {
+        key + suffix: index for key, index in seen.items() for suffix in _partfile.HELPER_SUFFIXES
+    }
+    for index, (source, target, _) in enumerate(planned):
+        if isinstance(target, (Exception, NameIn)):
+            continue
+        owner = helpers.get(os.path.normcase(os.path.abspath(target)))
+        if owner is not None and owner != index:
+            error = ValueError(
+                f"{target} would hold the partial download of item {owner} "
+                f"({planned[owner][1]}); choose another name for it"
+            )
+            planned[index] = (source, error, {})
     return planned
 
 

@@ -13,6 +13,14 @@ gone (dead, a zombie, a reused PID, or a heartbeat stopped on another host:
 creates ``<target>.lock.break`` (also with ``O_EXCL``). When the process is
 being stopped (:func:`interrupt`), every holder stops at its next chunk.
 
+Those names may be a user's own files (``Gemfile.lock`` beside ``Gemfile``),
+so a helper is pyvo_dl's only when it can prove it (docs/security.md): the
+state and lock files hold a marker (``"pyvo_dl"``), a ``.part`` is pyvo_dl's
+when such a state file names it, and every helper must be a regular file
+(opened with ``O_NOFOLLOW | O_NONBLOCK``, so a FIFO or a link is never
+followed or waited on). Anything else at those names is left alone and the
+target refused (:func:`foreign_file_error`).
+
 This is the module that translates local ``OSError`` into
 :class:`~pyvo_dl.DownloadError`, keeping ``errno`` and ``filename``.
 """
@@ -24,6 +32,7 @@ import errno
 import itertools
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from socket import gethostname
@@ -32,7 +41,7 @@ from ._errors import DownloadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Final
 
 #: Seconds between two touches of a held lock by its holder's heartbeat.
 LOCK_HEARTBEAT = 5.0
@@ -49,6 +58,19 @@ LOCK_LEGACY_STALE_AFTER = 120.0
 #: ``.part`` has not changed for this long.
 LOCK_WAIT_LIMIT = 600.0
 LOCK_POLL_INTERVAL = 0.2
+
+#: The key of every state and lock file pyvo_dl writes: what makes one its own.
+MARKER: Final = "pyvo_dl"
+#: The value of MARKER in a ``.part.json``: the format of this state.
+STATE_FORMAT: Final = 1
+#: The value of MARKER in a ``.lock`` (and in a ``.lock.break`` turn).
+LOCK_MARK: Final = "lock"
+#: The names a download gives the files beside its target.
+HELPER_SUFFIXES: Final = (".part", ".part.json", ".lock")
+#: A state or lock file larger than this was not written by pyvo_dl.
+_MAX_HELPER_SIZE = 1 << 20
+#: Opening a helper never follows a link nor waits (a FIFO without a writer).
+_HELPER_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: Unique names for files moved aside, within this process.
@@ -79,6 +101,111 @@ def disk_error(exc: OSError, path: str, action: str) -> DownloadError:
     if hint:
         message += f"; {hint}"
     return DownloadError(message, exc.errno, path)
+
+
+class ForeignFile(Exception):
+    """A helper's name is taken by a file pyvo_dl cannot prove it made."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(path, why)
+        self.path = path
+        self.why = why
+
+
+def foreign_file_error(target: str, foreign: ForeignFile) -> DownloadError:
+    """The error for a target whose helper name is taken by someone else's file.
+
+    Parameters
+    ----------
+    target : str
+        The file to download.
+    foreign : ForeignFile
+        Which helper name is taken, and by what.
+    """
+    if foreign.why == "link":
+        return disk_error(OSError(errno.ELOOP, "Too many levels of symbolic links"), foreign.path,
+                          f"download {target}: the helper file")  # fmt: skip
+    return DownloadError(
+        f"cannot download {target}: {foreign.path} exists and was not made by pyvo_dl "
+        f"({foreign.why}), and a download keeps its {_role(foreign.path)} there; move it "
+        "away, or choose another local_filepath",
+        errno.EEXIST,
+        foreign.path,
+    )
+
+
+def _role(path: str) -> str:
+    if path.endswith(".part.json"):
+        return "resume state"
+    if path.endswith(".part"):
+        return "partial file"
+    return "lock"
+
+
+def read_helper(path: str) -> bytes | None:
+    """The bytes of a helper file; None when there is none.
+
+    Opened without following a link or waiting for a writer, and read only
+    if it is a regular file of a plausible size.
+
+    Raises
+    ------
+    ForeignFile
+        When ``path`` is a link, a FIFO, a device, a folder, or too large.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _HELPER_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        why = "link" if exc.errno == errno.ELOOP else f"it cannot be read: {exc.strerror}"
+        raise ForeignFile(path, why) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ForeignFile(path, "it is not a regular file")
+        if info.st_size > _MAX_HELPER_SIZE:
+            raise ForeignFile(path, f"{info.st_size} bytes, larger than any of its own")
+        return _read_all(fd)
+    except OSError as exc:
+        raise ForeignFile(path, f"it cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def check_not_a_helper(target: str) -> None:
+    """Refuse a target that is the ``.part``, state or lock of another download's target.
+
+    ``download_many`` refuses such pairs in one call; this catches a target
+    like ``x.fits.part`` while a download of ``x.fits`` (its lock, or its
+    state left to resume) is there.
+
+    Raises
+    ------
+    DownloadError
+        Naming the other download's file.
+    """
+    for suffix in HELPER_SUFFIXES:
+        if not target.endswith(suffix) or len(target) == len(suffix):
+            continue
+        base = target[: -len(suffix)]
+        for helper, mark in ((base + ".lock", LOCK_MARK), (base + ".part.json", STATE_FORMAT)):
+            if _holds_marker(helper, mark):
+                raise DownloadError(
+                    f"cannot download to {target}: it is the {_role(target)} of a download "
+                    f"of {base} ({helper} is there); choose another local_filepath",
+                    errno.EEXIST,
+                    target,
+                )
+
+
+def _holds_marker(path: str, mark: object) -> bool:
+    try:
+        raw = read_helper(path)
+    except ForeignFile:
+        return False
+    data = None if raw is None else _parse_json(raw)
+    return data is not None and data.get(MARKER) == mark
 
 
 def prepare_target(path: str) -> None:
@@ -161,39 +288,125 @@ class PartState:
     parts: list[PartRange] = field(default_factory=list)
 
     def to_json(self) -> str:
-        """The JSON text of ``.part.json``."""
+        """The JSON text of ``.part.json``, with the marker that makes it pyvo_dl's."""
         fields = {
-            "identity": self.identity, "url": self.url, "validator": self.validator,
-            "etag": self.etag, "size": self.size, "last_modified": self.last_modified,
+            MARKER: STATE_FORMAT, "identity": self.identity, "url": self.url,
+            "validator": self.validator, "etag": self.etag, "size": self.size,
+            "last_modified": self.last_modified,
             "checksums": [list(c) for c in self.checksums],
             "parts": [[p.start, p.end, p.done] for p in self.parts],
         }  # fmt: skip
         return json.dumps(fields)
 
     @classmethod
-    def from_json(cls, data: Any) -> PartState | None:
-        """The state a ``.part.json`` holds; None when it is not one (torn, edited, older)."""
+    def from_json(cls, data: Any) -> PartState:
+        """The state a ``.part.json`` of pyvo_dl's holds, checked as untrusted input.
+
+        The values end up in request headers (validators), in hash
+        constructors (checksums) and in the ranges written: a file edited by
+        hand, by a newer version or by a broken disk must not get that far.
+
+        Raises
+        ------
+        ValueError
+            Saying what does not validate: a value of the wrong type, an
+            unknown format, a validator with a line break or control
+            character, an unknown algorithm or a digest that is not its hex,
+            a part map that does not cover the object exactly once.
+        """
+        if not isinstance(data, dict) or data.get(MARKER) != STATE_FORMAT:
+            found = data.get(MARKER) if isinstance(data, dict) else None
+            raise ValueError(f"format {found!r}, not {STATE_FORMAT} (another version's?)")
         try:
+            size = _typed(data["size"], int, None)
             state = cls(
                 identity=_typed(data["identity"], str),
                 url=_typed(data["url"], str),
-                validator=_typed(data["validator"], str, None),
-                etag=_typed(data["etag"], str, None),
-                size=_typed(data["size"], int, None),
-                last_modified=_typed(data.get("last_modified"), str, None),
-                checksums=[(_typed(a, str), _typed(h, str)) for a, h in data.get("checksums", [])],
-                parts=[
-                    PartRange(_typed(s, int), _typed(e, int), _typed(d, int))
-                    for s, e, d in data.get("parts", [])
-                ],
+                validator=_header_value(data["validator"], "validator"),
+                etag=_header_value(data["etag"], "etag"),
+                size=size,
+                last_modified=_header_value(data.get("last_modified"), "last_modified"),
+                checksums=_checksums(data.get("checksums", [])),
+                parts=_parts(data.get("parts", []), size),
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None
+        except KeyError as exc:
+            raise ValueError(f"no {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        if state.size is not None and state.size < 0:
+            raise ValueError(f"a negative size ({state.size})")
+        if state.validator not in (None, state.etag, state.last_modified):
+            raise ValueError("a validator that is neither its ETag nor its Last-Modified")
         return state
 
     def validators(self) -> dict[str, str | None]:
         """``ETag`` and ``Last-Modified`` as recorded: what a ``206`` must repeat (SPEC §3.2)."""
         return {"ETag": self.etag, "Last-Modified": self.last_modified}
+
+
+def _is_format(value: Any) -> bool:
+    """Whether ``value`` is a state format number (of this version or another)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _header_value(value: Any, name: str) -> str | None:
+    """A validator as a state file holds it: None, or text fit for a request header."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} {value!r} is not text")
+    # Sent back in If-Range / If-Match: a line break would be a second header,
+    # a character outside Latin-1 an error deep in http.client.
+    if not value.isprintable() or max(map(ord, value), default=0) > 255 or len(value) > 8192:
+        raise TypeError(f"{name} {value!r} is not a header value")
+    return value
+
+
+def _checksums(value: Any) -> list[tuple[str, str]]:
+    """The ``[algorithm, hex]`` pairs of a state file, each one a known, well-formed digest."""
+    from ._integrity import Checksum  # noqa: PLC0415 - only a state with checksums needs it
+
+    if not isinstance(value, list):
+        raise TypeError(f"checksums {value!r} is not a list")
+    pairs = []
+    for entry in value:
+        if not (
+            isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)
+        ):
+            raise TypeError(f"checksum {entry!r} is not an [algorithm, hex] pair")
+        try:
+            checksum = Checksum.parse(f"{entry[0]}:{entry[1]}")
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+        if (checksum.algorithm, checksum.expected) != (entry[0], entry[1]):
+            raise TypeError(f"checksum {entry!r} is not as pyvo_dl writes it")
+        pairs.append((checksum.algorithm, checksum.expected))
+    return pairs
+
+
+def _parts(value: Any, size: int | None) -> list[PartRange]:
+    """A part map: ranges that cover ``[0, size)`` in order, exactly once, none done past its end."""
+    if not isinstance(value, list):
+        raise TypeError(f"parts {value!r} is not a list")
+    parts = []
+    for entry in value:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            raise TypeError(f"part {entry!r} is not [start, end, done]")
+        parts.append(PartRange(*(_typed(x, int) for x in entry)))
+    if not parts:
+        return parts
+    if size is None:
+        raise TypeError("a part map for an object of no known size")
+    expected = 0
+    for part in parts:
+        if part.start != expected or part.end < part.start:
+            raise TypeError(f"the parts do not follow each other at byte {expected}")
+        if not 0 <= part.done <= part.end - part.start + 1:
+            raise TypeError(f"a part has {part.done} bytes done of {part.end - part.start + 1}")
+        expected = part.end + 1
+    if expected != size:
+        raise TypeError(f"the parts cover {expected} bytes of {size}")
+    return parts
 
 
 def _typed(value: Any, kind: type, *optional: None) -> Any:
@@ -218,8 +431,10 @@ class PartFile:
         self.target = target
         self.path = target + ".part"
         self.state_path = target + ".part.json"
-        #: Whether a state file may exist (loaded or saved by this object).
+        #: Whether a state file of pyvo_dl's may exist (loaded or saved by this object).
         self.has_state = False
+        #: Why the state file found was discarded (it did not validate), if it was.
+        self.problem: str | None = None
 
     def size(self) -> int:
         """Bytes in the ``.part`` file, 0 when there is none."""
@@ -228,24 +443,94 @@ class PartFile:
         except FileNotFoundError:
             return 0
 
+    def size_on_disk(self) -> int | None:
+        """Bytes in the ``.part``, None when there is none.
+
+        Raises
+        ------
+        ForeignFile
+            When the ``.part`` is a link, a FIFO or anything but a regular file.
+        """
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            raise ForeignFile(self.path, "link")
+        if not stat.S_ISREG(info.st_mode):
+            raise ForeignFile(self.path, "it is not a regular file")
+        return info.st_size
+
     def load_state(self) -> PartState | None:
-        """The recorded state, or ``None`` when there is none or it is unreadable."""
-        data = _read_json(self.state_path)
-        self.has_state = data is not None
-        return None if data is None else PartState.from_json(data)
+        """The recorded state; None when there is none, or when it did not validate.
+
+        A state file is pyvo_dl's when it is a JSON object with the marker
+        (:data:`MARKER`); one of its own that does not validate is None,
+        with :attr:`problem` saying why (the caller discards it).
+
+        Raises
+        ------
+        ForeignFile
+            When the file at the state's name is someone else's.
+        """
+        self.problem = None
+        raw = read_helper(self.state_path)
+        if raw is None:
+            self.has_state = False
+            return None
+        data = _parse_json(raw)
+        if data is None or MARKER not in data or not _is_format(data[MARKER]):
+            raise ForeignFile(self.state_path, "it is not a download's state")
+        self.has_state = True
+        try:
+            return PartState.from_json(data)
+        except ValueError as exc:
+            self.problem = str(exc)
+            return None
 
     def save_state(self, state: PartState) -> None:
-        """Record ``state`` atomically (write aside, then replace)."""
-        tmp = f"{self.state_path}.{os.getpid()}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW
+        """Record ``state`` atomically (write aside under a name no one else has, then replace)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+        tmp = ""
         try:
-            with os.fdopen(os.open(tmp, flags, 0o666), "w", encoding="utf-8") as f:
+            for _ in range(5):
+                tmp = f"{self.state_path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+                try:
+                    fd = os.open(tmp, flags, 0o666)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise FileExistsError(errno.EEXIST, "no free name for the state", tmp)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(state.to_json())
             os.replace(tmp, self.state_path)
             self.has_state = True
         except OSError as exc:
             _remove(tmp)
             raise disk_error(exc, self.state_path, "write") from exc
+
+    def write_new(self, data: bytes) -> None:
+        """Write ``data`` as a new ``.part`` (never over a file, never through a link).
+
+        Raises
+        ------
+        DownloadError
+            Naming the ``.part``; nothing is left of it then.
+        """
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "create") from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            os.close(fd)
+            _remove(self.path)  # the caller still holds every byte: nothing is lost
+            raise disk_error(exc, self.path, "write") from exc
+        os.close(fd)
 
     def open_at(self, offset: int) -> Writer:
         """Open the ``.part`` for writing from ``offset`` on (cut there: what follows is stale)."""
@@ -576,6 +861,7 @@ class TargetLock:
     """
 
     def __init__(self, target: str, clock: Callable[[], float] = time.time) -> None:
+        self.target = target
         self.path = target + ".lock"
         self._clock = clock
         self._token = f"{_holder()[2]}:{id(self)}:{clock()}"
@@ -591,16 +877,26 @@ class TargetLock:
 
     def _content(self) -> str:
         pid, host, _, started = _holder()
-        content: dict[str, Any] = {"host": host, "pid": pid}
+        content: dict[str, Any] = {MARKER: LOCK_MARK, "host": host, "pid": pid}
         if started is not None:
             content["started"] = started
         content["token"] = self._token
         return json.dumps(content)
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free (or stale); return whether it was taken."""
+        """Take the lock if it is free (or stale); return whether it was taken.
+
+        Raises
+        ------
+        DownloadError
+            When the lock's name (or its break turn's) is taken by a file
+            that is not a lock of pyvo_dl's (``Gemfile.lock``, a link, a FIFO).
+        """
         # A stale lock (its process is gone) is broken and taken at once.
-        return self._create() or (self._break_if_stale() and self._create())
+        try:
+            return self._create() or (self._break_if_stale() and self._create())
+        except ForeignFile as foreign:
+            raise foreign_file_error(self.target, foreign) from None
 
     def _create(self) -> bool:
         try:
@@ -648,7 +944,10 @@ class TargetLock:
             sleep(LOCK_POLL_INTERVAL)
 
     def _wait_error(self) -> DownloadError:
-        found = _read_lock(self.path)
+        try:
+            found = _read_lock(self.path)
+        except ForeignFile:
+            found = None
         data = found[0] if found is not None else None
         holder = "an unknown holder"
         if data is not None:
@@ -688,7 +987,11 @@ class TargetLock:
             return
         # The token, not the inode: a lock removed and made again by another
         # process may get the freed inode number back at once.
-        found = _read_lock(self.path)
+        try:
+            found = _read_lock(self.path)
+        except ForeignFile:
+            self.lost = True  # replaced by something that is not a lock at all
+            return
         if found is None or _token(found) != self._token:
             self.lost = found is not None or not os.path.lexists(self.path)
             return
@@ -801,30 +1104,59 @@ def _token(found: tuple[dict[str, Any] | None, float] | None) -> Any:
 
 
 def _read_lock(path: str) -> tuple[dict[str, Any] | None, float] | None:
-    """A lock file's content (None if torn or empty) and mtime; None when there is none.
+    """A lock file's content (None while it is being written) and mtime; None when there is none.
 
     Opened before its mtime is taken: on NFS, opening revalidates a file's
     cached attributes (close-to-open consistency), so another host's
-    heartbeat is seen.
+    heartbeat is seen. Opened without following a link or waiting (a
+    FIFO), and read only if it is a regular file.
+
+    A holder creates its lock, then writes it: for a moment it is empty or
+    a torn ``{...``, and the content is None. One that stays so for longer
+    than :data:`LOCK_STALE_AFTER`, and anything but a lock of pyvo_dl's (the
+    marker, or the ``host``/``pid``/``token`` of one written before the
+    marker), cannot be proved pyvo_dl's: :class:`ForeignFile`.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _HELPER_FLAGS)
     except FileNotFoundError:
         return None
-    except OSError:
-        # A link planted as the lock: judged by the link itself.
-        try:
-            return None, os.lstat(path).st_mtime
-        except OSError:
-            return None
+    except OSError as exc:
+        why = "link" if exc.errno == errno.ELOOP else f"it cannot be read: {exc.strerror}"
+        raise ForeignFile(path, why) from None
     try:
-        mtime = os.fstat(fd).st_mtime
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_HELPER_SIZE:
+            raise ForeignFile(path, "it is not a regular file of a lock's size")
         raw = _read_all(fd)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return _parse_json(raw), mtime
+    data = _parse_json(raw)
+    if data is not None:
+        if not _is_lock(data):
+            raise ForeignFile(path, "it is not a download's lock")
+        return data, info.st_mtime
+    if raw.strip() and not raw.lstrip().startswith(b"{"):
+        raise ForeignFile(path, "it is not a download's lock")
+    if time.time() - info.st_mtime > LOCK_STALE_AFTER:
+        # A holder killed between creating and writing it (microseconds), or
+        # someone's empty file: nothing proves it ours, so it is not removed.
+        raise ForeignFile(path, "it has been empty or torn for a long time")
+    return None, info.st_mtime
+
+
+def _is_lock(data: dict[str, Any]) -> bool:
+    """Whether ``data`` is what pyvo_dl writes in a lock (or wrote, before its marker)."""
+    if data.get(MARKER) == LOCK_MARK:
+        return True
+    return (
+        set(data) <= {"host", "pid", "started", "token"}
+        and isinstance(data.get("host"), str)
+        and isinstance(data.get("pid"), int)
+        and isinstance(data.get("token"), str)
+    )
 
 
 def _abandoned(
@@ -850,9 +1182,7 @@ def _abandoned(
     data, mtime = found
     age = clock() - mtime
     if data is None:
-        # Empty or torn: a holder writes its content right after creating
-        # the file, so only an old one is abandoned.
-        return age > LOCK_STALE_AFTER
+        return False  # being written (an old empty one is refused: _read_lock)
     if data.get("host") != gethostname():
         still = observed(data.get("token"), mtime) if observed is not None else LOCK_OBSERVE
         return age > LOCK_STALE_AFTER and still >= LOCK_OBSERVE
@@ -884,7 +1214,10 @@ def _remove_if_abandoned(path: str, clock: Callable[[], float]) -> bool:
         os.rename(path, aside)
     except OSError:
         return False
-    removed = bool(_token(_read_lock(aside)) == _token(found))
+    try:
+        removed = bool(_token(_read_lock(aside)) == _token(found))
+    except ForeignFile:
+        removed = False
     if not removed:
         try:
             os.link(aside, path)
@@ -892,21 +1225,6 @@ def _remove_if_abandoned(path: str, clock: Callable[[], float]) -> bool:
             pass
     _remove(aside)
     return removed
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when there is none (the usual case) or it is torn."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        raw = _read_all(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return _parse_json(raw)
 
 
 def _read_all(fd: int) -> bytes:

@@ -48,7 +48,7 @@ def test_stale_lock_is_taken_without_waiting(
     http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = http_server.add_file("/l/x.fits", DATA)
-    dead = {"host": socket.gethostname(), "pid": 2**22 + 12345, "token": "dead"}
+    dead = {"pyvo_dl": "lock", "host": socket.gethostname(), "pid": 2**22 + 12345, "token": "dead"}
     (in_tmp / "x.fits.lock").write_text(json.dumps(dead))
     pyvo_dl.http_download(url, verbose=True)
     assert "Waiting" not in capsys.readouterr().out

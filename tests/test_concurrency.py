@@ -133,7 +133,10 @@ def dead_pid() -> int:
 
 
 def write_stale_lock(target: pathlib.Path) -> None:
-    lock = {"host": socket.gethostname(), "pid": dead_pid(), "token": "killed-long-ago"}
+    lock = {
+        "pyvo_dl": "lock", "host": socket.gethostname(), "pid": dead_pid(),
+        "token": "killed-long-ago",
+    }  # fmt: skip
     (target.parent / (target.name + ".lock")).write_text(json.dumps(lock))
 
 
@@ -351,7 +354,12 @@ def test_breaking_a_stale_lock_is_mutually_exclusive(
     target = str(tmp_path / "events.fits")
     pid = dead_pid()
     for round_ in range(25):
-        lock = {"host": socket.gethostname(), "pid": pid, "token": f"stale-{round_}"}
+        lock = {
+            "pyvo_dl": "lock",
+            "host": socket.gethostname(),
+            "pid": pid,
+            "token": f"stale-{round_}",
+        }
         with open(target + ".lock", "w") as f:
             json.dump(lock, f)
         holders = Holders()
@@ -389,7 +397,11 @@ def test_a_lock_file_names_its_holder(tmp_path: pathlib.Path) -> None:
 def test_a_lock_that_is_a_link_is_never_written_through(
     http_server: FaultServer, tmp_path: pathlib.Path
 ) -> None:
-    """A link planted as the lock: O_EXCL refuses it, it is broken once stale, its target kept."""
+    """A link planted as the lock: O_EXCL refuses it, and it is not pyvo_dl's to remove.
+
+    Neither the link nor its target is touched, however old (issue 12.6):
+    the download is refused, naming the link.
+    """
     url = http_server.add_file(PATH, DATA[:MiB])
     target = tmp_path / "shared" / "events.fits"
     target.parent.mkdir()
@@ -398,7 +410,9 @@ def test_a_lock_that_is_a_link_is_never_written_through(
     old = time.time() - 2 * _partfile.LOCK_STALE_AFTER
     os.utime(victim, (old, old))
     os.symlink(str(victim), str(target) + ".lock")
-    pyvo_dl.http_download(url, str(target), progress=False)
-    assert target.read_bytes() == DATA[:MiB]
+    with pytest.raises(pyvo_dl.DownloadError, match="symbolic link") as info:
+        pyvo_dl.http_download(url, str(target), progress=False)
+    assert f"{target}.lock" in str(info.value)
     assert victim.read_text() == "precious"
-    assert os.listdir(target.parent) == ["events.fits"]
+    assert os.path.islink(str(target) + ".lock")
+    assert os.listdir(target.parent) == ["events.fits.lock"]

@@ -311,7 +311,7 @@ def plant(
     victim.write_bytes(b"precious, not to be overwritten")
     os.symlink(str(victim), str(target) + ".part")
     fields = {
-        "identity": url, "url": url, "validator": '"' + hashlib.md5(data).hexdigest() + '"',
+        "pyvo_dl": 1, "identity": url, "url": url, "validator": '"' + hashlib.md5(data).hexdigest() + '"',
         "etag": '"' + hashlib.md5(data).hexdigest() + '"', "size": len(data), "checksums": [],
         **state,
     }  # fmt: skip

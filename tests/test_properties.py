@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
@@ -29,6 +30,7 @@ from pyvo_dl._httputil import (
     parse_content_length,
     parse_content_range,
     parse_retry_after,
+    plan_ranges,
 )
 from pyvo_dl._names import (
     filename_from_content_disposition,
@@ -480,55 +482,100 @@ def test_entity_bomb_error_body_from_a_server_is_a_clean_error(
 
 
 _TEXT = st.text()
-_MAYBE_TEXT = st.none() | st.text()
+_HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
 _SIZES = st.integers(min_value=0, max_value=2**62)
-_STATES = st.builds(
-    lambda identity, url, validator, etag, size, last_modified, checksums, parts: (
-        identity, url, validator, etag, size, last_modified, checksums, parts
-    ),
-    _TEXT, _TEXT, _MAYBE_TEXT, _MAYBE_TEXT, st.none() | _SIZES, _MAYBE_TEXT,
-    st.lists(st.tuples(_TEXT, _TEXT), max_size=3),
-    st.lists(st.tuples(_SIZES, _SIZES, _SIZES), max_size=4),
-)  # fmt: skip
 
 
-@given(_STATES)
-def test_part_state_survives_its_file(fields: tuple[object, ...]) -> None:
-    """A .part.json read back is the state that was written (any text, any size)."""
-    import json
+@st.composite
+def _states(draw: st.DrawFn) -> Any:
+    """States as pyvo_dl writes them: header-safe validators, real digests, a whole part map."""
+    import hashlib
 
     from pyvo_dl._partfile import PartRange, PartState
 
-    identity, url, validator, etag, size, last_modified, checksums, parts = fields
-    state = PartState(
-        identity,
-        url,
-        validator,
-        etag,
-        size,
-        last_modified=last_modified,
-        checksums=list(checksums),  # type: ignore[arg-type]
-        parts=[PartRange(*p) for p in parts],  # type: ignore[misc]
-    )
+    etag = draw(st.none() | _HEADER_TEXT)
+    last_modified = draw(st.none() | _HEADER_TEXT)
+    size = draw(st.none() | _SIZES)
+    data = draw(st.binary(max_size=32))
+    checksums = draw(
+        st.lists(
+            st.sampled_from(
+                [("md5", hashlib.md5(data).hexdigest()),
+                 ("sha256", hashlib.sha256(data).hexdigest()),
+                 ("crc32", format(zlib.crc32(data), "08x"))]
+            ),
+            max_size=3,
+        )
+    )  # fmt: skip
+    parts = []
+    if size and draw(st.booleans()):
+        for start, end in plan_ranges(size, draw(st.integers(1, 8))):
+            parts.append(PartRange(start, end, draw(st.integers(0, end - start + 1))))
+    return PartState(
+        draw(_TEXT), draw(_TEXT), draw(st.sampled_from([None, etag, last_modified])), etag,
+        size, last_modified=last_modified, checksums=checksums, parts=parts,
+    )  # fmt: skip
+
+
+@given(_states())
+def test_part_state_survives_its_file(state: Any) -> None:
+    """A .part.json read back is the state that was written (any text, any size)."""
+    import json
+
+    from pyvo_dl._partfile import PartState
+
     assert PartState.from_json(json.loads(state.to_json())) == state
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+_STATE_KEYS = [
+    "identity",
+    "url",
+    "validator",
+    "etag",
+    "size",
+    "last_modified",
+    "checksums",
+    "parts",
+]
+
+
+@given(st.dictionaries(st.sampled_from(_STATE_KEYS), _JSON), st.sampled_from([1, 2, "1", None]))
+def test_a_state_file_is_a_state_or_a_value_error(fields: dict[str, Any], marker: object) -> None:
+    """Whatever a .part.json holds, reading it is a state or a ValueError saying why (12.9)."""
+    from pyvo_dl._partfile import PartState
+
+    try:
+        state = PartState.from_json({"pyvo_dl": marker, **fields})
+    except ValueError:
+        return
+    assert isinstance(state, PartState)
+    assert state.size is None or state.size >= 0
+    assert all(v is None or v.isprintable() for v in (state.validator, state.etag))
 
 
 @pytest.mark.parametrize(
     "data",
     [
         {},
-        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": True},
-        {"identity": "u", "url": "u", "validator": 5, "etag": None, "size": 1},
-        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": 1,
+        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": 1},  # no marker
+        {"pyvo_dl": 1, "identity": "u", "url": "u", "validator": None, "etag": None, "size": True},
+        {"pyvo_dl": 1, "identity": "u", "url": "u", "validator": 5, "etag": None, "size": 1},
+        {"pyvo_dl": 1, "identity": "u", "url": "u", "validator": None, "etag": None, "size": 1,
          "parts": [[0, 1]]},
-        {"identity": "u", "url": "u", "validator": None, "etag": None, "size": 1,
+        {"pyvo_dl": 1, "identity": "u", "url": "u", "validator": None, "etag": None, "size": 1,
          "checksums": [["md5"]]},
         [],
         "text",
     ],
 )  # fmt: skip
 def test_part_state_refuses_what_it_did_not_write(data: object) -> None:
-    """A torn, edited or foreign .part.json is no state (the download starts over)."""
+    """A torn, edited or foreign .part.json is no state: a ValueError says why."""
     from pyvo_dl._partfile import PartState
 
-    assert PartState.from_json(data) is None
+    with pytest.raises(ValueError):  # noqa: PT011 - any reason: the point is no other error
+        PartState.from_json(data)

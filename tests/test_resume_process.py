@@ -264,7 +264,7 @@ def dead_pid() -> int:
 
 def write_lock(target: pathlib.Path, pid: int) -> None:
     """Write the lock file a process ``pid`` on this host would hold."""
-    lock = {"host": socket.gethostname(), "pid": pid, "token": f"test:{pid}"}
+    lock = {"pyvo_dl": "lock", "host": socket.gethostname(), "pid": pid, "token": f"test:{pid}"}
     (target.parent / (target.name + ".lock")).write_text(json.dumps(lock))
 
 
