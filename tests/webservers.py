@@ -188,7 +188,11 @@ class WebServer:
                 stderr=stderr,
                 start_new_session=True,
             )
-        self._wait_listening()
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()  # the process, if any, and the folder of its files
+            raise
         return self
 
     def _wait_listening(self) -> None:
@@ -202,8 +206,9 @@ class WebServer:
                 return
             except OSError:
                 time.sleep(0.05)
+        message = f"{self.kind} did not listen within {_START_TIMEOUT} s: {self.logs()}"
         self.stop()
-        raise RuntimeError(f"{self.kind} did not listen within {_START_TIMEOUT} s: {self.logs()}")
+        raise RuntimeError(message)
 
     def logs(self) -> str:
         """The server's error log and standard error, for failure messages."""
