@@ -217,9 +217,26 @@ def test_a_profile_is_looked_up_once_per_download_many(
     assert process.runs == 1  # before: one run per object
 
 
+def _skip_unless_moto_verifies_signed_listings(private: Principals) -> None:
+    """Skip where moto refuses its own signed ListObjectsV2 (moto 5.0, the last for 3.8).
+
+    botocore's own signature is refused there too, so no client could pass.
+    """
+    client = s3_client_for(private.url, keys=private.reader)
+    try:
+        client.list_objects_v2(Bucket=BUCKET, Prefix="run/", EncodingType="url")
+    except Exception as exc:  # botocore's ClientError, without importing it here
+        if "SignatureDoesNotMatch" not in str(exc):
+            raise
+        import moto
+
+        pytest.skip(f"moto {moto.__version__} refuses signed listings, botocore's too")
+
+
 def test_a_recursive_download_looks_up_once(
     private: Principals, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _skip_unless_moto_verifies_signed_listings(private)
     process = _profile_with_process(tmp_path, monkeypatch, [(private.reader, None)])
     folder = pyvo_dl.aws_download(
         uri=f"s3://{BUCKET}/run/", local_filepath=str(tmp_path / "tree"), recursive=True,
@@ -246,7 +263,18 @@ def test_a_command_line_run_looks_up_once(
     assert status == 0, capsys.readouterr().err
     _all_fine([], tmp_path / "out")
     assert process.runs == 1
-    # Two prefixes, listed and downloaded in one run: still one.
+
+
+def test_a_recursive_command_line_run_looks_up_once(
+    private: Principals,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _skip_unless_moto_verifies_signed_listings(private)
+    process = _profile_with_process(tmp_path, monkeypatch, [(private.reader, None)])
+    common = ["--profile", "proc", "--endpoint-url", private.url, "-q"]
+    # Two prefixes, listed and downloaded in one run: one look-up.
     status = _cli.main(
         [*common, "--recursive", "-d", str(tmp_path / "tree"),
          f"s3://{BUCKET}/run/", f"s3://{BUCKET}/other/"]
@@ -254,7 +282,7 @@ def test_a_command_line_run_looks_up_once(
     assert status == 0, capsys.readouterr().err
     _all_fine([], tmp_path / "tree")
     assert (tmp_path / "tree" / "extra2.fits").read_bytes() == _body(102)
-    assert process.runs == 2
+    assert process.runs == 1
 
 
 def test_expiring_credentials_are_refreshed_not_looked_up_per_object(
