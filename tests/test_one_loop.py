@@ -145,6 +145,10 @@ def test_ctrl_c_stops_every_range_at_once(
             interrupted.set()
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as a terminal sends it
 
+    # A shell without job control starts background commands with SIGINT
+    # ignored, and Python keeps an inherited SIG_IGN: the Ctrl-C below would
+    # then do nothing and the stalled ranges hold the test for minutes.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -153,6 +157,7 @@ def test_ctrl_c_stops_every_range_at_once(
         elapsed = time.monotonic() - started
     finally:
         stall.set()
+        signal.signal(signal.SIGINT, previous)
     assert elapsed < 10.0
     assert not (tmp_path / "cube.fits").exists()
     # The part map is kept: a later call resumes what had arrived.
