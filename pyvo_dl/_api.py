@@ -226,8 +226,8 @@ def _check_headers(headers: Any) -> dict[str, str]:
             )
         if any(c in value for c in "\r\n\0") or not (value.replace("\t", " ")).isprintable():
             raise ValueError(f"header {name!r} has a line break or control character in its value")
-        harmless = name.lower() == "accept-encoding" and value.strip().lower() == "identity"
-        if name.lower() in _OWNED_HEADERS and not harmless:
+        asks_identity = name.lower() == "accept-encoding" and value.strip().lower() == "identity"
+        if name.lower() in _OWNED_HEADERS and not asks_identity:
             raise ValueError(
                 f"header {name!r} is set by pyvo_dl itself (ranges, resume and "
                 "Accept-Encoding: identity keep sizes exact); leave it out of headers="
@@ -491,7 +491,7 @@ def _http_tree_items(
         url, fetch_page, folder=folder, include=include, exclude=exclude, max_depth=max_depth
     )
     files = sum(1 for _, local in items if not isinstance(local, Exception))
-    _exchange.say(bool(kwargs.get("verbose")), f"Listed {files} files under {shown}")
+    _exchange.log_and_print(bool(kwargs.get("verbose")), f"Listed {files} files under {shown}")
     return items
 
 
@@ -786,14 +786,16 @@ def download_sources(
             failures.append((shown, exc))
             if number < len(ordered):
                 following = _httputil.redact_url(ordered[number].uri)
-                _exchange.say(
+                _exchange.log_and_print(
                     verbose,
                     f"{shown} failed ({' '.join(str(exc).split())}); trying source "
                     f"{number + 1} of {len(ordered)}: {following}",
                 )
             continue
         if len(ordered) > 1:
-            _exchange.say(verbose, f"{path}: served by {shown} (source {number} of {len(ordered)})")
+            _exchange.log_and_print(
+                verbose, f"{path}: served by {shown} (source {number} of {len(ordered)})"
+            )
         return DownloadedPath(path, source.uri)
     if len(failures) == 1:
         raise failures[0][1]  # one source: its own error, as for a plain string
@@ -1121,7 +1123,7 @@ def _s3_prefix_items(
         except ValueError as exc:
             local = exc
         items.append((f"s3://{target.bucket}/{key}", local))
-    _exchange.say(
+    _exchange.log_and_print(
         bool(options.get("verbose")),
         f"Listed {len(items)} objects under s3://{target.bucket}/{prefix}",
     )

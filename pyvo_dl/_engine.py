@@ -19,7 +19,7 @@ import time
 
 from . import _exchange, _httputil, _integrity, _parallel
 from ._errors import DownloadError
-from ._exchange import FetchRequest, report
+from ._exchange import FetchRequest, log_and_print_for
 from ._partfile import (
     ForeignFile,
     PartFile,
@@ -63,11 +63,15 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
     lock = TargetLock(request.target)
     started = time.time()
     lock.acquire(
-        on_wait=lambda path: report(request, f"Waiting for {path}, held by another download")
+        on_wait=lambda path: log_and_print_for(
+            request, f"Waiting for {path}, held by another download"
+        )
     )
     try:
         if lock.waited and _finished_since(request.target, started):
-            report(request, f"Found {request.target}, just downloaded by another process.")
+            log_and_print_for(
+                request, f"Found {request.target}, just downloaded by another process."
+            )
             return request.target
         if request.cache and os.path.isfile(request.target) and _cache_is_valid(request, transport):
             return request.target
@@ -97,10 +101,10 @@ def _cache_is_valid(request: FetchRequest, transport: Transport) -> bool:
     info = _exchange.probe(request, transport)
     local = os.path.getsize(request.target)
     if info.size is not None and info.size == local:
-        report(request, f"Found cached file {request.target}.")
+        log_and_print_for(request, f"Found cached file {request.target}.")
         return True
     if info.size is None:
-        report(
+        log_and_print_for(
             request,
             f"{request.url} gives no length: cannot validate {request.target}, downloading again",
         )
@@ -160,7 +164,7 @@ class _Download:
             unnamed = ForeignFile(self.part.path, "no state file of a download names it")
             raise foreign_file_error(self.request.target, unnamed)
         if self.part.problem is not None:
-            report(
+            log_and_print_for(
                 self.request,
                 f"Discarded {self.part.state_path}: {self.part.problem}; starting over",
             )
@@ -180,7 +184,9 @@ class _Download:
         self.state = state
         self.offset = size
         if size:
-            report(self.request, f"Resuming {self.request.label} at byte {size} of {state.size}")
+            log_and_print_for(
+                self.request, f"Resuming {self.request.label} at byte {size} of {state.size}"
+            )
 
     def _checksums(self) -> list[Checksum]:
         return _exchange.announced_checksums(self.request, self.state)
@@ -196,7 +202,7 @@ class _Download:
             raise DownloadError(
                 f"{self.request.label} keeps changing on the server ({why}); giving up"
             )
-        report(self.request, f"Restarting {self.request.label} from byte 0: {why}")
+        log_and_print_for(self.request, f"Restarting {self.request.label} from byte 0: {why}")
         self.part.discard()
         self.state = None
         self.offset = 0
@@ -308,10 +314,10 @@ class _Download:
         self.no_probe_range = True
         raise _Restart("the object cannot be fetched in ranges (no validator): asking for it whole")
 
-    def _run_parallel(self, state: PartState, first: Response | None = None) -> None:
+    def _run_parallel(self, state: PartState, first_answer: Response | None = None) -> None:
         """Fetch the missing ranges of the part map, then verify and commit."""
         download = _parallel.ParallelDownload(self.request, self.transport, self.lock, state)
-        download.run(first)
+        download.run(first_answer)
         self.committed = True
 
     # -- the loop -----------------------------------------------------------

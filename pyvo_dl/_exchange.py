@@ -177,12 +177,12 @@ def warn_caller(message: str) -> None:
     warnings.warn(_httputil.redact(message), DownloadWarning, stacklevel=level)
 
 
-def report(request: FetchRequest, message: str) -> None:
+def log_and_print_for(request: FetchRequest, message: str) -> None:
     """Log a decision, and print it too when the caller asked for ``verbose``."""
-    say(request.verbose, message)
+    log_and_print(request.verbose, message)
 
 
-def say(verbose: bool, message: str) -> None:
+def log_and_print(verbose: bool, message: str) -> None:
     """Log ``message`` on the package logger; print it too under ``verbose``."""
     log(_INFO, message)
     if verbose:
@@ -309,7 +309,7 @@ def probe(request: FetchRequest, transport: Transport) -> ObjectInfo:
     if the server ignores the range. Each of the two is retried as any
     request is (:func:`retrying`).
     """
-    response = retrying(request, lambda: answer(request, transport, "HEAD", {}))
+    response = retrying(request, lambda: open_url_or_transient(request, transport, "HEAD", {}))
     if response.status < 300:
         response.release()
         return ObjectInfo(length_of(response), response.headers, response.url)
@@ -317,7 +317,9 @@ def probe(request: FetchRequest, transport: Transport) -> ObjectInfo:
         raise error_for(request, response)
     response.close()
     first_byte = {"Range": _httputil.format_range(0, 0)}
-    response = retrying(request, lambda: answer(request, transport, "GET", first_byte))
+    response = retrying(
+        request, lambda: open_url_or_transient(request, transport, "GET", first_byte)
+    )
     if response.status == 206:
         size = content_range(response).total
         drain(response)
@@ -328,7 +330,7 @@ def probe(request: FetchRequest, transport: Transport) -> ObjectInfo:
     raise error_for(request, response)
 
 
-def answer(
+def open_url_or_transient(
     request: FetchRequest, transport: Transport, method: str, extra: Mapping[str, str]
 ) -> Response:
     """:func:`open_url`, with a transient status (SPEC §3.3) raised as :class:`TransientStatus`."""
@@ -435,7 +437,7 @@ def backoff(
             raise final from fault
         raise DownloadError(_gave_up(request, attempt, fault)) from fault
     delay = policy.delay(attempt - 1, request.rng, retry_after)
-    report(request, f"Retry {attempt} of {policy.retries} in {delay:.1f} s: {fault}")
+    log_and_print_for(request, f"Retry {attempt} of {policy.retries} in {delay:.1f} s: {fault}")
     (sleep or request.sleep)(delay)
     return attempt
 
@@ -610,7 +612,7 @@ def fetch_document(
     """
 
     def attempt() -> Document:
-        response = answer(request, transport, "GET", {})
+        response = open_url_or_transient(request, transport, "GET", {})
         if response.status != 200:
             raise error_for(request, response)
         sink = MemorySink(limit, request.url)

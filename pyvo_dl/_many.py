@@ -223,9 +223,9 @@ def _refuse_helper_targets(
 
 def _noter(verbose: bool) -> Callable[[str], None]:
     def note(text: str) -> None:
-        from ._exchange import say
+        from ._exchange import log_and_print
 
-        say(verbose, text)
+        log_and_print(verbose, text)
 
     return note
 

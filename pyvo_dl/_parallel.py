@@ -99,10 +99,10 @@ class ParallelDownload:
 
     # -- the run --------------------------------------------------------------
 
-    def run(self, first: Response | None = None) -> None:
+    def run(self, first_answer: Response | None = None) -> None:
         """Download every missing range, then verify and commit; raise on failure.
 
-        ``first`` is an open answer for the start of the object (the
+        ``first_answer`` is an open answer for the start of the object (the
         engine's ``Range: bytes=0-`` + FIRST_PART - 1): it serves the start of
         the first range, whose rest is asked for on the same connection.
         """
@@ -112,8 +112,8 @@ class ParallelDownload:
             self.part.save_state(self.state)
             fd = self.part.open_preallocated(self.size)
         except BaseException:
-            if first is not None:
-                first.close()
+            if first_answer is not None:
+                first_answer.close()
             raise
         self.sink = _exchange.make_sink(self.request)
         self.sink.start(self.size, self._done)
@@ -122,7 +122,7 @@ class ParallelDownload:
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
                 futures = [
-                    pool.submit(self._fetch_range, fd, p, first if p.start == 0 else None)
+                    pool.submit(self._fetch_range, fd, p, first_answer if p.start == 0 else None)
                     for p in todo
                 ]
                 errors: list[BaseException] = []
@@ -177,9 +177,9 @@ class ParallelDownload:
 
     # -- one range --------------------------------------------------------------
 
-    def _fetch_range(self, fd: int, part: PartRange, first: Response | None) -> None:
+    def _fetch_range(self, fd: int, part: PartRange, first_answer: Response | None) -> None:
         """One range, retried from the byte it reached, until it is on disk or stopped."""
-        pending = [first] if first is not None else []
+        pending = [first_answer] if first_answer is not None else []
 
         def attempt() -> None:
             # An answer may cover less than the range (the engine's first one

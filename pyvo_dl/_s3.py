@@ -315,8 +315,8 @@ def fetch_object(
     if access.signer is None and target.bucket in context.signed_buckets:
         access = context.system_access(target.region or _GLOBAL_REGION) or access
     request = build_request(target, access, local_path, options)
-    _exchange.report(request, f"bucket: {target.bucket}, key: {target.key}")
-    _exchange.report(request, access.description)
+    _exchange.log_and_print_for(request, f"bucket: {target.bucket}, key: {target.key}")
+    _exchange.log_and_print_for(request, access.description)
     switched_region = fell_back = False
     while True:
         try:
@@ -328,7 +328,7 @@ def fetch_object(
                 system = context.system_access(target.region or _GLOBAL_REGION)
             if region is not None:
                 switched_region = True
-                _exchange.report(
+                _exchange.log_and_print_for(
                     request, f"Bucket {target.bucket} is in region {region}; retrying there"
                 )
                 target.endpoint = target.endpoint.with_region(region)
@@ -336,7 +336,7 @@ def fetch_object(
             elif system is not None:
                 fell_back = True
                 access = system
-                _exchange.report(
+                _exchange.log_and_print_for(
                     request, "Anonymous access refused; retrying with system credentials"
                 )
             else:
