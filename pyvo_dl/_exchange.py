@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from . import _auth, _httputil, _integrity, _progress
+from . import _auth, _httputil, _integrity, _partfile, _progress
 from ._errors import DownloadError, DownloadWarning, HTTPStatusError, IntegrityError
 from ._partfile import PartFile, PartState, disk_error, pause
 from ._retry import DEFAULT_RETRIES, RetryPolicy
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Mapping, Protocol, TypeVar
 
     from ._integrity import Checksum, Verifier
-    from ._transport import Response, Transport
+    from ._partfile import Writer
+    from ._transport import Response, StdlibResponse, Transport
 
     T = TypeVar("T")
     Signer = Callable[[str, str, Dict[str, str]], Dict[str, str]]
@@ -542,6 +543,31 @@ def read_body(
     Stopped
         When ``stop()`` said so.
     """
+    if (
+        verifier is None
+        and length is not None
+        and length >= BUFFER_SIZE
+        and _splices(response, sink)
+    ):
+        # The bytes that came with the head go through the buffer; the rest
+        # straight from the socket into the file, inside the kernel. Not for
+        # less than a buffer: the pipe's system calls would cost more.
+        head = response.buffered()  # type: ignore[union-attr]
+        _copy_body(response, sink, head, on_bytes, None, stop)
+        _splice_body(response, sink, length - head, on_bytes, stop)  # type: ignore[arg-type]
+        return
+    _copy_body(response, sink, length, on_bytes, verifier, stop)
+
+
+def _copy_body(
+    response: Response,
+    sink: Sink,
+    length: int | None,
+    on_bytes: Callable[[int], None],
+    verifier: Verifier | None,
+    stop: Callable[[], bool] | None,
+) -> None:
+    """:func:`read_body` through this thread's buffer."""
     view = buffer()
     full = len(view)
     readinto = response.readinto
@@ -562,6 +588,40 @@ def read_body(
         if left is not None:
             left -= n
         on_bytes(n)
+
+
+def _splices(response: Response, sink: Any) -> bool:
+    """Whether this body can go socket -> pipe -> file (os.splice, Linux, Python 3.10+)."""
+    splice_source = getattr(response, "splice_source", None)  # a session's answer cannot
+    return (
+        splice_source is not None
+        and callable(getattr(sink, "splice_pipe", None))
+        and _partfile.can_splice()
+        and splice_source() is not None
+    )
+
+
+def _splice_body(
+    response: StdlibResponse,
+    sink: Writer,
+    length: int,
+    on_bytes: Callable[[int], None],
+    stop: Callable[[], bool] | None,
+) -> None:
+    """:func:`read_body` inside the kernel: a pipe of this body's own, closed with it."""
+    pipe = sink.splice_pipe()
+    assert pipe is not None  # _splices said so
+    left = length
+    with pipe:
+        while left > 0:
+            if stop is not None and stop():
+                raise Stopped()
+            n = response.splice_into(pipe.write_fd, min(left, pipe.size))
+            if not n:
+                raise ConnectionFault(f"the body of {response.url} ended {left} bytes early")
+            pipe.drain(n)
+            left -= n
+            on_bytes(n)
 
 
 def hash_prefix(verifier: Verifier, path: str, length: int) -> None:

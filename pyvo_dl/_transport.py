@@ -74,6 +74,7 @@ MAX_IDLE_PER_ORIGIN = 16
 #: theirs after a while (Apache after 5 s, nginx 75 s) and NAT boxes forget
 #: them silently, which would cost a whole timeout to find out.
 MAX_IDLE_SECONDS = 30.0
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 #: Interim (1xx) answers skipped before the real one; more is a broken server.
 MAX_INTERIM_ANSWERS = 20
 #: Error bodies are read up to this size only (S3's XML errors are tiny).
@@ -761,6 +762,7 @@ class StdlibResponse:
         self.reason: str = raw.reason
         self.headers: Any = raw.msg
         self._reader.hand_over = not raw.chunked
+        self._spliced = False
 
     def readinto(self, buffer: Any) -> int:
         """Read body bytes into ``buffer``; 0 at the end of the body.
@@ -818,6 +820,7 @@ class StdlibResponse:
                 raw.read()
             reusable = (
                 raw.isclosed()
+                and not self._spliced
                 and not raw.will_close
                 and not self._reader.leftover
                 and self._reader.fault is None
@@ -835,6 +838,63 @@ class StdlibResponse:
         else:
             raw.close()
             conn.close()
+
+    def buffered(self) -> int:
+        """Bytes of the body that have arrived with the head, held by http.client's reader."""
+        reader = self._reader
+        if reader.closed or self._raw.length is None:
+            return 0
+        reader.raw.holding = True
+        try:
+            return min(len(reader.peek(1)), self._raw.length)
+        finally:
+            reader.raw.holding = False
+
+    def splice_source(self) -> int | None:
+        """The socket's descriptor if the rest of a sized body may be spliced from it, else None.
+
+        Only a plain socket (TLS decrypts in user space) and a body of known
+        length that is not chunked; the bytes already buffered (:meth:`buffered`)
+        must be read first.
+        """
+        raw = self._raw
+        if raw.chunked or raw.length is None or self._reader.closed or self._reader.fault:
+            return None
+        sock = raw.stream._sock
+        if not isinstance(sock, socket.socket) or (
+            ssl is not None and isinstance(sock, ssl.SSLSocket)
+        ):
+            return None
+        return sock.fileno()
+
+    def splice_into(self, pipe: int, limit: int) -> int:
+        """Move up to ``limit`` body bytes from the socket into the pipe ``pipe``, waiting for some.
+
+        After this the answer is never pooled: http.client's count of the
+        body is behind what was moved. The caller stops at the body's length.
+
+        Raises
+        ------
+        ConnectionFault
+            When the connection ends, fails, or stays silent for ``timeout``.
+        """
+        self._spliced = True
+        sock = self._raw.stream._sock
+        fd = sock.fileno()
+        timeout = sock.gettimeout()
+        wait_ms = -1 if timeout is None else max(1, int(timeout * 1000))
+        try:
+            while True:
+                try:
+                    return int(os.splice(fd, pipe, limit, flags=_SPLICE_FLAGS))
+                except BlockingIOError:
+                    poller = select.poll()
+                    poller.register(fd, select.POLLIN)
+                    if not poller.poll(wait_ms):
+                        raise socket.timeout("timed out") from None
+        except Exception as exc:
+            self.close()
+            raise _translate(exc, self.url, "reading the body of") from exc
 
     def abort(self) -> None:
         """From another thread: cut this answer now; the reader gets a network fault.
