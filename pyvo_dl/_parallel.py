@@ -120,21 +120,8 @@ class ParallelDownload:
         todo = [p for p in self.parts if p.missing]
         ok = False
         try:
-            with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-                futures = [
-                    pool.submit(self._fetch_range, fd, p, first_answer if p.start == 0 else None)
-                    for p in todo
-                ]
-                errors: list[BaseException] = []
-                try:
-                    for future in futures:
-                        try:
-                            future.result()
-                        except Exception as exc:
-                            errors.append(exc)
-                except BaseException:
-                    self._stop_all()  # Ctrl-C: the ranges end now, not when done
-                    raise
+            errors = self._run_ranges(ThreadPoolExecutor(max_workers=max(1, len(todo))), fd, todo,
+                                      first_answer)  # fmt: skip
             self._save()
             if errors:
                 raise _first_cause(errors)
@@ -150,6 +137,37 @@ class ParallelDownload:
                 # size (it may be a lie) and nothing to resume.
                 self.part.discard()
             self.sink.finish(ok)
+
+    def _run_ranges(
+        self, pool: Any, fd: int, todo: list[PartRange], first_answer: Response | None
+    ) -> list[BaseException]:
+        """Run each range on ``pool``; the errors they ended with.
+
+        Whatever stops the caller meanwhile (Ctrl-C, at any point: while the
+        ranges are handed out too) stops every range at once, before the
+        pool is waited for.
+        """
+        errors: list[BaseException] = []
+        futures = []
+        try:
+            for part in todo:
+                given = first_answer if part.start == 0 else None
+                futures.append(pool.submit(self._fetch_range, fd, part, given))
+                if given is not None:
+                    first_answer = None  # the range's own now: it closes it
+            for future in futures:
+                try:
+                    future.result()
+                except Exception as exc:
+                    errors.append(exc)
+        except BaseException:
+            self._stop_all()
+            if first_answer is not None:
+                first_answer.close()  # stopped before it was handed out
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        return errors
 
     def _save(self) -> None:
         with self._lock:
