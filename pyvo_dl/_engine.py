@@ -18,16 +18,19 @@ import os
 import time
 
 from . import _exchange, _httputil, _integrity, _parallel
-from ._errors import DownloadError
+from ._errors import DownloadError, IntegrityError
 from ._exchange import FetchRequest, log_and_print_for
 from ._partfile import (
     ForeignFile,
     PartFile,
     PartState,
+    StreamWriter,
     TargetLock,
     check_not_a_helper,
     foreign_file_error,
+    open_special,
     prepare_target,
+    special_kind,
 )
 
 TYPE_CHECKING = False
@@ -58,6 +61,9 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
     DownloadError
         And its subclasses, as SPEC §2.4 lists them.
     """
+    special = special_kind(request.target)
+    if special is not None:
+        return _DirectDownload(request, transport, special).run()
     prepare_target(request.target)
     check_not_a_helper(request.target)
     lock = TargetLock(request.target)
@@ -114,6 +120,27 @@ def _cache_is_valid(request: FetchRequest, transport: Transport) -> bool:
             f"({local} bytes, the server has {info.size}). Overwriting ..."
         )
     return False
+
+
+def state_of(
+    request: FetchRequest, headers: Mapping[str, str], total: int | None, url: str
+) -> PartState:
+    """What the answer with these headers says of the object: validators, size, checksums."""
+    etag = headers.get("ETag")
+    validator = _httputil.strong_validator(etag, headers.get("Last-Modified"))
+    if request.conditional == "if-match":
+        validator = etag
+    announce = request.server_checksums
+    announced = announce(headers) if announce else []
+    return PartState(
+        identity=request.identity,
+        url=url,
+        validator=validator,
+        etag=etag,
+        size=total,
+        last_modified=headers.get("Last-Modified"),
+        checksums=[(c.algorithm, c.expected) for c in announced],
+    )
 
 
 def _in_memory(total: int | None) -> bool:
@@ -214,21 +241,7 @@ class _Download:
 
     def _new_state(self, headers: Mapping[str, str], total: int | None, url: str) -> PartState:
         """Start over on the object these headers describe."""
-        etag = headers.get("ETag")
-        validator = _httputil.strong_validator(etag, headers.get("Last-Modified"))
-        if self.request.conditional == "if-match":
-            validator = etag
-        announce = self.request.server_checksums
-        announced = announce(headers) if announce else []
-        self.state = PartState(
-            identity=self.request.identity,
-            url=url,
-            validator=validator,
-            etag=etag,
-            size=total,
-            last_modified=headers.get("Last-Modified"),
-            checksums=[(c.algorithm, c.expected) for c in announced],
-        )
+        self.state = state_of(self.request, headers, total, url)
         return self.state
 
     def _record_new_object(self, response: Response, total: int | None) -> PartState:
@@ -482,3 +495,114 @@ class _Download:
     def _verify_and_commit(self) -> None:
         assert self.state is not None  # an answer came before any body did
         _exchange.verify_and_commit(self.request, self.part, self.state, self.verifier)
+
+
+class _DirectDownload:
+    """A target that is a FIFO or a character device (``-o /dev/null``), written as it arrives.
+
+    No ``.part``, no rename, no lock, no cache check: the bytes go straight
+    to the target, through the same request, retry and body loops as any
+    download. A retry continues the stream from the byte reached (``Range``
+    with the validators, which every ``206`` must repeat); what cannot be
+    continued (a ``200``, another object) is an error, since what was
+    written cannot be taken back. Checksums are checked at the end, when
+    the bytes are already out.
+    """
+
+    def __init__(self, request: FetchRequest, transport: Transport, kind: str) -> None:
+        self.request = request
+        self.transport = transport
+        self.kind = kind
+        self.state: PartState | None = None
+        self.writer: StreamWriter | None = None
+        self.verifier: Verifier | None = None
+        self.sink: Any = None
+
+    def run(self) -> str:
+        """Download into the target; return its path."""
+        ok = False
+        self.sink = _exchange.make_sink(self.request)
+        try:
+            _exchange.retrying(self.request, self._attempt, progress=self._written)
+            self._verify()
+            ok = True
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            self.sink.finish(ok)
+        log_and_print_for(
+            self.request, f"Wrote {self._written()} bytes to {self.request.target} ({self.kind})"
+        )
+        return self.request.target
+
+    def _written(self) -> int:
+        return 0 if self.writer is None else self.writer.written
+
+    def _attempt(self) -> None:
+        written = self._written()
+        headers = {}
+        if written and self.state is not None:
+            headers = _exchange.conditional_range(self.request, self.state, written)
+        response = _exchange.open_url(self.request, self.transport, "GET", headers)
+        try:
+            self._check(response, written)
+            self._body(response, written)
+            response.release()
+        except BaseException:
+            response.close()
+            raise
+
+    def _check(self, response: Response, written: int) -> None:
+        """Raise unless this answer continues the stream at byte ``written``."""
+        status = response.status
+        if _httputil.is_transient_status(status):
+            raise _exchange.transient_status(self.request, response)
+        if status not in (200, 206):
+            raise _exchange.error_for(self.request, response)
+        if not written:
+            self._record(response)
+            return
+        state = self.state
+        assert state is not None
+        content_range = _exchange.content_range(response)
+        changed = _httputil.changed_validator(state.validators(), response.headers)
+        if status != 206 or content_range.start != written or content_range.total != state.size:
+            changed = changed or "the server cannot continue it from that byte"
+        if changed is not None:
+            raise DownloadError(
+                f"{self.request.label}: {written} bytes went to {self.request.target} (a "
+                f"{self.kind}) before the connection failed, and the rest cannot follow "
+                f"them: {changed}; nothing more was written"
+            )
+
+    def _record(self, response: Response) -> None:
+        total = _exchange.length_of(response)
+        self.state = state_of(self.request, response.headers, total, response.url)
+        checksums = _exchange.announced_checksums(self.request, self.state)
+        self.verifier = _integrity.Verifier(checksums) if checksums else None
+
+    def _body(self, response: Response, written: int) -> None:
+        state = self.state
+        assert state is not None
+        if self.writer is None:
+            # Opened at the first answer that is the file, as curl does: an
+            # error from the server leaves the FIFO's reader waiting, not fed.
+            self.writer = open_special(self.request.target, self.request.timeout)
+        self.sink.start(state.size, written)
+        length = None if state.size is None else state.size - written
+        _exchange.read_body(response, self.writer, length, self._moved, self.verifier)
+
+    def _moved(self, n: int) -> None:
+        self.sink.update(self._written())
+
+    def _verify(self) -> None:
+        state, written = self.state, self._written()
+        assert state is not None
+        if state.size is not None and written != state.size:
+            raise IntegrityError(
+                self.request.label, self.request.target, "size", str(state.size), str(written)
+            )
+        if self.verifier is not None:
+            error = _exchange.checksum_error(self.request, self.verifier)
+            if error is not None:
+                raise error

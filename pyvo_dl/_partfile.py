@@ -179,6 +179,109 @@ def read_helper(path: str) -> bytes | None:
         os.close(fd)
 
 
+def special_kind(path: str) -> str | None:
+    """What ``path`` is when it is not a file to replace: ``"FIFO"``, ``"character device"``.
+
+    ``-o /dev/null`` (curl's habit), ``-o /dev/stdout`` or a named pipe is
+    written as the body arrives, never replaced by a ``.part`` moved over
+    it: as root, that deleted ``/dev/null``. None for a regular file, a
+    folder or nothing (the usual download).
+
+    Raises
+    ------
+    DownloadError
+        For a block device or a socket: writing either is never what a
+        download means.
+    """
+    try:
+        mode = os.stat(path).st_mode  # a link (/dev/stdout) is judged by what it names
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        kind = "a block device" if stat.S_ISBLK(mode) else "a socket"
+        raise DownloadError(
+            f"cannot download to {path}: it is {kind}; give a file path (local_filepath=)",
+            errno.EEXIST,
+            path,
+        )
+    return None
+
+
+def open_special(path: str, timeout: float) -> StreamWriter:
+    """Open a FIFO or character device for writing, as it is (no ``.part``, no truncation).
+
+    A FIFO is opened without waiting, again and again for up to ``timeout``
+    seconds until a process reads it (``mkfifo p; reader < p &`` may start
+    its reader just after the download).
+
+    Raises
+    ------
+    DownloadError
+        When it cannot be opened, or no process reads the FIFO in time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads yet
+                raise disk_error(exc, path, "write to") from exc
+            if time.monotonic() > deadline:
+                raise DownloadError(
+                    f"no process read the FIFO {path} within {timeout:g} s; start its "
+                    "reader (or give it longer with timeout=)",
+                    errno.ENXIO,
+                    path,
+                ) from None
+            check_interrupt()
+            time.sleep(0.05)
+    os.set_blocking(fd, True)  # the reader takes its time: writes wait for it
+    return StreamWriter(fd, path)
+
+
+class StreamWriter:
+    """Writes a body to a FIFO or a device, in order, as it arrives (no position to seek).
+
+    Parameters
+    ----------
+    fd : int
+        Open for writing.
+    path : str
+        The target, for messages.
+    """
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        #: Bytes written so far.
+        self.written = 0
+
+    def write(self, chunk: memoryview) -> None:
+        """Write all of ``chunk``; a reader that went away is a clear error."""
+        try:
+            while chunk:
+                n = os.write(self.fd, chunk)
+                chunk = chunk[n:]
+                self.written += n
+        except BrokenPipeError as exc:
+            raise DownloadError(
+                f"the reader of {self.path} went away after {self.written} bytes",
+                errno.EPIPE,
+                self.path,
+            ) from exc
+        except OSError as exc:
+            raise disk_error(exc, self.path, "write to") from exc
+
+    def close(self) -> None:
+        """Close it (the reader of a FIFO then sees the end)."""
+        os.close(self.fd)
+
+
 def check_not_a_helper(target: str) -> None:
     """Refuse a target that is the ``.part``, state or lock of another download's target.
 
