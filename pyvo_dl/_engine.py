@@ -24,6 +24,7 @@ from ._partfile import (
     ForeignFile,
     PartFile,
     PartState,
+    PartVanished,
     StreamWriter,
     TargetLock,
     check_not_a_helper,
@@ -223,6 +224,22 @@ class _Download:
             return {}
         return _exchange.conditional_range(self.request, self.state, self.offset)
 
+    def _restart_without(self, vanished: PartVanished) -> None:
+        """The ``.part`` being continued is gone: start again, if this is still our download.
+
+        Gone while this process waited (a 503's Retry-After, a suspended
+        process): another that took the lock over may have finished it. The
+        lock says whether the target is still ours; a ``.part`` replaced by
+        another file is not ours to remove.
+        """
+        self.lock.check_held()  # raises if another process took the lock over
+        if vanished.replaced:
+            raise DownloadError(
+                f"{vanished}: it is not this download's any more, and was left alone; "
+                f"nothing was moved onto {self.request.target}"
+            )
+        self._restart_from_zero(str(vanished))
+
     def _restart_from_zero(self, why: str) -> None:
         self.restarts += 1
         if self.restarts > self.request.retries + 1:
@@ -366,6 +383,8 @@ class _Download:
                 return
             except (_Restart, _parallel.ObjectChanged) as restart:
                 self._restart_from_zero(str(restart))
+            except PartVanished as vanished:
+                self._restart_without(vanished)
 
     def _keep_for_resume(self) -> None:
         """On the way out of a failed call, write what a small body got, for the next to resume.
@@ -494,6 +513,7 @@ class _Download:
 
     def _verify_and_commit(self) -> None:
         assert self.state is not None  # an answer came before any body did
+        self.lock.check_held()  # no commit by a download whose lock was taken over
         _exchange.verify_and_commit(self.request, self.part, self.state, self.verifier)
 
 

@@ -19,7 +19,7 @@ import time
 from . import _exchange, _httputil
 from ._errors import DownloadError
 from ._exchange import Stopped
-from ._partfile import PartFile, PartRange, Writer
+from ._partfile import PartFile, PartRange, PartVanished, Writer
 from ._transport import ConnectionFault
 
 TYPE_CHECKING = False
@@ -110,7 +110,7 @@ class ParallelDownload:
 
         try:
             self.part.save_state(self.state)
-            fd = self.part.open_preallocated(self.size)
+            fd = self.part.open_preallocated(self.size, kept=self._done)
         except BaseException:
             if first_answer is not None:
                 first_answer.close()
@@ -266,6 +266,7 @@ class ParallelDownload:
         if changed is not None:
             raise ObjectChanged(f"the object changed on the server ({changed})")
         end = min(part.end, content_range.end)
+        self.part.check_still_there()  # the fd's file, after however long a wait
         _exchange.read_body(
             response,
             Writer(fd, start, self.part.path),
@@ -279,13 +280,14 @@ class ParallelDownload:
     def _verify_and_commit(self) -> None:
         if any(p.missing for p in self.parts):
             raise DownloadError(f"{self.request.label}: ranges still missing")
+        self.lock.check_held()  # no commit by a download whose lock was taken over
         _exchange.verify_and_commit(self.request, self.part, self.state, None)
 
 
 def _first_cause(errors: list[BaseException]) -> BaseException:
     """The error to raise: a restart first, then the first real one."""
     for error in errors:
-        if isinstance(error, ObjectChanged):
+        if isinstance(error, (ObjectChanged, PartVanished)):
             return error
     for error in errors:
         if not isinstance(error, (ConnectionFault, Stopped)):

@@ -109,6 +109,15 @@ def disk_error(exc: OSError, path: str, action: str) -> DownloadError:
     return DownloadError(message, exc.errno, path)
 
 
+class PartVanished(Exception):
+    """The ``.part`` a download continues is gone (start again), or another file now."""
+
+    def __init__(self, message: str, replaced: bool = False) -> None:
+        super().__init__(message)
+        #: Another file is at the path (not ours to remove), rather than none.
+        self.replaced = replaced
+
+
 class ForeignFile(Exception):
     """A helper's name is taken by a file pyvo_dl cannot prove it made."""
 
@@ -544,6 +553,9 @@ class PartFile:
         self.has_state = False
         #: Why the state file found was discarded (it did not validate), if it was.
         self.problem: str | None = None
+        #: (device, inode) of the .part this object wrote or examined: what
+        #: must still be at the path when it is committed.
+        self.identity: tuple[int, int] | None = None
 
     def size(self) -> int:
         """Bytes in the ``.part`` file, 0 when there is none."""
@@ -568,6 +580,7 @@ class PartFile:
             raise ForeignFile(self.path, "link")
         if not stat.S_ISREG(info.st_mode):
             raise ForeignFile(self.path, "it is not a regular file")
+        self.identity = (info.st_dev, info.st_ino)
         return info.st_size
 
     def load_state(self) -> PartState | None:
@@ -632,6 +645,7 @@ class PartFile:
         except OSError as exc:
             raise disk_error(exc, self.path, "create") from exc
         try:
+            self._hold(fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -641,10 +655,71 @@ class PartFile:
             raise disk_error(exc, self.path, "write") from exc
         os.close(fd)
 
-    def open_at(self, offset: int) -> Writer:
-        """Open the ``.part`` for writing from ``offset`` on (cut there: what follows is stale)."""
+    def _hold(self, fd: int) -> None:
+        """Note which file ``fd`` is: the one to find at the path when committing.
+
+        Raises
+        ------
+        PartVanished
+            When it is not the file this object examined or wrote before.
+        """
+        info = os.fstat(fd)
+        identity = (info.st_dev, info.st_ino)
+        if self.identity is not None and identity != self.identity:
+            os.close(fd)
+            raise PartVanished(f"{self.path} was replaced by another file", replaced=True)
+        self.identity = identity
+
+    def check_still_there(self) -> None:
+        """Raise :class:`PartVanished` unless the path still names the file opened.
+
+        What a parallel range checks before it writes through the file
+        descriptor opened at the start: after a long wait, the ``.part`` may
+        have been finished and moved elsewhere by another process.
+        """
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            raise PartVanished(f"{self.path} is gone") from None
+        if (info.st_dev, info.st_ino) != self.identity:
+            raise PartVanished(f"{self.path} was replaced by another file", replaced=True)
+
+    def _open_to_continue(self, offset: int) -> int:
+        """Open the ``.part`` for writing: created only when nothing is kept in it yet.
+
+        A writer never creates a ``.part`` it believes it is continuing: the
+        one it continued may have been finished and moved onto the target by
+        another process (that took the lock as abandoned) while this one
+        waited; creating it again, zeros up to ``offset``, would then
+        commit a file that starts with zeros (issue 12.5).
+        """
+        flags = os.O_WRONLY | _HELPER_FLAGS | (0 if offset else os.O_CREAT)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except FileNotFoundError:
+            if not offset:
+                raise
+            raise PartVanished(f"{self.path} is gone") from None
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a FIFO put there: never a .part
+                raise ForeignFile(self.path, "it is not a regular file") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ForeignFile(self.path, "it is not a regular file")
+        self._hold(fd)
+        return fd
+
+    def open_at(self, offset: int) -> Writer:
+        """Open the ``.part`` for writing from ``offset`` on (cut there: what follows is stale).
+
+        Raises
+        ------
+        PartVanished
+            When continuing (``offset`` > 0) a ``.part`` that is gone or replaced.
+        """
+        try:
+            fd = self._open_to_continue(offset)
         except OSError as exc:
             raise disk_error(exc, self.path, "create") from exc
         try:
@@ -659,17 +734,23 @@ class PartFile:
             raise disk_error(exc, self.path, "write") from exc
         return Writer(fd, offset, self.path)
 
-    def open_preallocated(self, size: int) -> int:
+    def open_preallocated(self, size: int, kept: int = 0) -> int:
         """Open (creating it if new) the ``.part`` of an object of ``size`` bytes; its fd.
 
         The space is reserved up front where the file system can: a full
         disk is an error now, not at 90 %; elsewhere a sparse file will do.
-        Ranges are then written into it with :class:`Writer`.
+        Ranges are then written into it with :class:`Writer`. With ``kept``
+        bytes of ranges already in it, the ``.part`` must be there.
+
+        Raises
+        ------
+        PartVanished
+            When it is gone or replaced although ``kept`` bytes are in it.
         """
         fresh = not os.path.exists(self.path)
         try:
             # Never through a link planted in place of the .part.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
+            fd = self._open_to_continue(kept)
         except OSError as exc:
             raise disk_error(exc, self.path, "create") from exc
         try:
@@ -684,9 +765,33 @@ class PartFile:
         """Remove the ``.part`` file and its state."""
         _remove(self.path)
         _remove(self.state_path)
+        self.identity = None
 
     def commit(self) -> None:
-        """Move the verified ``.part`` onto the target and drop the state."""
+        """Move the verified ``.part`` onto the target and drop the state.
+
+        Only if the file at the ``.part``'s path is still the one this
+        object wrote (same device and inode): another process that took the
+        lock over, while this one was suspended, may have replaced it.
+
+        Raises
+        ------
+        DownloadError
+            When the ``.part`` was replaced (nothing is committed) or the
+            move fails.
+        """
+        try:
+            info = os.lstat(self.path)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "find the finished download") from exc
+        if self.identity is not None and (info.st_dev, info.st_ino) != self.identity:
+            raise DownloadError(
+                f"{self.path} is no longer the file this download wrote: another process "
+                "replaced it (did it take this download's lock over as abandoned?); "
+                f"nothing was moved onto {self.target}",
+                errno.ESTALE,
+                self.path,
+            )
         try:
             os.replace(self.path, self.target)
         except OSError as exc:
@@ -1044,6 +1149,8 @@ class TargetLock:
         self._token = f"{_holder()[2]}:{id(self)}:{clock()}"
         self._held = False
         self._owner = 0
+        #: When this process took it (monotonic and wall clock).
+        self._taken = (0.0, 0.0)
         self._inode = -1
         self.waited = False
         #: Set by the heartbeat when the file is no longer this lock's (it was
@@ -1092,6 +1199,7 @@ class TargetLock:
             os.close(fd)
         self._held = True
         self._owner = _holder()[0]
+        self._taken = (time.monotonic(), time.time())
         _hold(self)
         return True
 
@@ -1135,6 +1243,26 @@ class TargetLock:
             f"whose {target}.part has not changed for {LOCK_WAIT_LIMIT:g} s; if that "
             f"process is stuck, stop it (or remove {self.path} once it is gone) and call again"
         )
+
+    def check_held(self) -> None:
+        """Make sure, now, that the lock file is still this lock's (the heartbeat's check).
+
+        A lock taken less than a heartbeat ago by both clocks cannot have
+        been taken over (that needs :data:`LOCK_STALE_AFTER` of silence), so
+        a small file's commit costs no read of it.
+
+        Raises
+        ------
+        DownloadError
+            When it is not: another process took it over.
+        """
+        since_mono, since_wall = self._taken
+        if (
+            time.monotonic() - since_mono >= LOCK_HEARTBEAT
+            or abs(time.time() - since_wall) >= LOCK_HEARTBEAT
+        ):
+            self.heartbeat()
+        self.refresh()
 
     def refresh(self, now: float = 0.0) -> None:
         """Called by the holder as data arrives: stop here if the download must.

@@ -254,6 +254,8 @@ class Fault:
     stall: tuple[float, int] | None = None
     trickle: tuple[int, float] | None = None
     delay: float | None = None
+    gate: threading.Event | None = None
+    gate_after: int = 0
     head_status: int | None = None
     content_type: str | None = None
     content_disposition: str | None = None
@@ -369,6 +371,8 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         effects = _merge(owner._active_faults(self.path, method))
         obj = owner._lookup(self.path)
         try:
+            if effects.gate is not None and effects.gate_after == 0:
+                self._wait_for(effects.gate)
             if effects.delay:
                 self._wait(effects.delay)
             if not self._answer_early(effects, obj, method) and obj is not None:
@@ -465,15 +469,22 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
             if cut is not None:
                 limit = min(limit, cut)
         stall_at = fx.stall[1] if fx.stall else None
+        gate_at = fx.gate_after if fx.gate is not None and fx.gate_after else None
         step = fx.trickle[0] if fx.trickle else CHUNK_SIZE
         pos = 0
         while True:
             if stall_at is not None and pos >= stall_at:
                 self._wait(fx.stall[0] if fx.stall else 0.0)
                 stall_at = None
+            if gate_at is not None and pos >= gate_at and fx.gate is not None:
+                self.wfile.flush()
+                self._wait_for(fx.gate)
+                gate_at = None
             if pos >= limit:
                 break
             stop = min(pos + step, limit, stall_at if stall_at is not None else limit)
+            if gate_at is not None:
+                stop = min(stop, gate_at)
             self._write(body[pos:stop], chunked=fx.chunked)
             pos = stop
             if fx.trickle:
@@ -498,6 +509,12 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
     def _wait(self, seconds: float) -> None:
         if self.server.owner.stopping.wait(seconds):
             raise _StopResponse
+
+    def _wait_for(self, gate: threading.Event) -> None:
+        """Hold the answer until the test opens ``gate`` (20 s at most, or stop())."""
+        deadline = time.monotonic() + 20
+        while not gate.is_set() and time.monotonic() < deadline:
+            self._wait(0.01)
 
     def _cut(self, *, rst: bool, abrupt: bool) -> None:
         """End the connection mid-body: FIN (or RST) and no more bytes."""
@@ -832,6 +849,8 @@ class FaultServer:
         stall_after: int = 0,
         trickle: tuple[int, float] | None = None,
         delay: float | None = None,
+        gate: threading.Event | None = None,
+        gate_after: int = 0,
         head_status: int | None = None,
         content_type: str | None = None,
         content_disposition: str | None = None,
@@ -892,6 +911,12 @@ class FaultServer:
             ``(bytes_per_step, seconds_per_step)``: a slow-loris body.
         delay
             Wait ``delay`` seconds before the status line.
+        gate, gate_after
+            Hold the answer until the test sets ``gate`` (a
+            ``threading.Event``; 20 s at most): before the status line, or
+            after ``gate_after`` body bytes. What lets a test act (remove a
+            file, replace one) at an exact point of a download, where a
+            real server would just be slow.
         head_status
             Answer HEAD with this status and no body (405: HEAD refused).
         content_type, content_disposition
@@ -929,6 +954,8 @@ class FaultServer:
             stall=None if stall is None else (stall, stall_after),
             trickle=trickle,
             delay=delay,
+            gate=gate,
+            gate_after=gate_after,
             head_status=head_status,
             content_type=content_type,
             content_disposition=content_disposition,

@@ -237,6 +237,24 @@ def test_ignore_if_range_answers_206_with_the_current_validators(server: FaultSe
     assert answer.headers["last-modified"] != DEFAULT_LAST_MODIFIED
 
 
+def test_gate_holds_the_answer_until_set(server: FaultServer) -> None:
+    gate = threading.Event()
+    server.set_fault(PATH, gate=gate, gate_after=100, times=1)
+    got: list[Answer] = []
+    thread = threading.Thread(target=lambda: got.append(fetch(server)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.requests_for(PATH) or server.requests_for(PATH)[0].bytes_sent < 100:
+        assert time.monotonic() < deadline, "the first 100 bytes never went out"
+        time.sleep(0.01)
+    thread.join(0.2)
+    assert thread.is_alive()  # held, not finished
+    assert server.requests_for(PATH)[0].bytes_sent == 100
+    gate.set()
+    thread.join(10)
+    assert got[0].body == DATA
+
+
 def test_omit_headers_leaves_validators_out(server: FaultServer) -> None:
     server.set_fault(PATH, omit_headers=("ETag",))
     for method in ("GET", "HEAD"):
