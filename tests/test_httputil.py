@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyvo_dl._httputil import (
@@ -824,6 +824,43 @@ def test_check_url_refuses_an_unescaped_password_without_showing_it(password: st
     assert info.value.__context__ is None  # urllib's error quoted a piece of it
 
 
+def _hides(shown: str, text: str, secret: slice) -> bool:
+    """Whether ``shown`` is ``text`` with one span covering ``text[secret]`` turned into ``***``.
+
+    The password must be gone, not merely absent as a substring: the
+    password may equal text that is also elsewhere in the URL (``https://``,
+    the host, a piece of the path), and that text is not the password.
+    """
+    at = shown.find("***")
+    while at >= 0:
+        before, after = shown[:at], shown[at + 3 :]
+        if (
+            at <= secret.start
+            and text.startswith(before)
+            and text.endswith(after)
+            and len(text) - len(after) >= secret.stop
+        ):
+            return True
+        at = shown.find("***", at + 1)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("shown", "hidden"),
+    [
+        ("https://astro:***@h/", True),
+        ("https://***@h/", True),  # hiding the user too is hiding more, never less
+        ("https://astro:***w@h/", False),  # the password's last letter is left
+        ("https://astro:p***@h/", False),
+        ("https://astro:pw@h/", False),
+        ("https://astro:***@h/x", False),  # not the original around it
+    ],
+)
+def test_the_hiding_check_itself(shown: str, hidden: bool) -> None:
+    text = "https://astro:pw@h/"
+    assert _hides(shown, text, slice(14, 16)) is hidden
+
+
 @pytest.mark.property
 @given(
     password=st.text(
@@ -833,14 +870,26 @@ def test_check_url_refuses_an_unescaped_password_without_showing_it(password: st
     ),
     path=st.sampled_from(["/", "/a.fits", "/obs@2020/a.fits?x=1", ""]),
 )
+@example(password="https://", path="/")  # equals the scheme: that is not the password
+@example(password="a.fits?x=1", path="/obs@2020/a.fits?x=1")
+@example(password="archive.example:8443", path="")
 def test_a_password_never_survives_redaction(password: str, path: str) -> None:
-    url = f"https://astro:{password}@archive.example:8443{path}"
-    assert password not in redact_url(url)
+    before, after = "https://astro:", f"@archive.example:8443{path}"
+    url = before + password + after
+    secret = slice(len(before), len(before) + len(password))
+    assert _hides(redact_url(url), url, secret)
     if not set("'\"\\").intersection(password):
-        # As messages quote a URL: repr, whatever the password holds.
-        for text in (f"refused {url!r}: no", f"URL {url!r}"):
-            assert password not in redact(text), text
+        # As messages quote a URL: repr, whatever the password holds (repr
+        # escapes it letter by letter, so it sits between the two escaped parts).
+        quoted = repr(url)
+        escaped = slice(len(repr(before)) - 1, len(quoted) - len(repr(after)) + 1)
+        for lead, tail in (("refused ", ": no"), ("URL ", "")):
+            text = lead + quoted + tail
+            shifted = slice(len(lead) + escaped.start, len(lead) + escaped.stop)
+            assert _hides(redact(text), text, shifted), text
     if not any(c.isspace() or c in "'\"<>`" for c in password):
         # Bare in free text, where a URL ends at white space or a quote.
-        for text in (url, f"[{url}] refused"):
-            assert password not in redact(text), text
+        for lead, tail in (("", ""), ("[", "] refused")):
+            text = lead + url + tail
+            shifted = slice(len(lead) + secret.start, len(lead) + secret.stop)
+            assert _hides(redact(text), text, shifted), text
