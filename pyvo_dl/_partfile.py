@@ -27,13 +27,13 @@ This is the module that translates local ``OSError`` into
 
 from __future__ import annotations
 
-import _thread
 import errno
 import itertools
 import json
 import os
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from socket import gethostname
@@ -1062,7 +1062,7 @@ def pause(seconds: float) -> None:
 
 #: The locks this process holds, by id; the heartbeat touches each.
 _HELD: dict[int, TargetLock] = {}
-_HELD_LOCK = _thread.allocate_lock()
+_HELD_LOCK = threading.Lock()
 _BEATING: list[bool] = []
 
 
@@ -1071,10 +1071,8 @@ def _hold(lock: TargetLock) -> None:
         _HELD[id(lock)] = lock
         if not _BEATING:
             _BEATING.append(True)
-            # A bare _thread, not threading.Thread: threading (with the
-            # functools and collections it imports) costs 3.7 ms here, a
-            # tenth of a small file's first download.
-            _thread.start_new_thread(_beat, ())
+            # A daemon: the interpreter's exit does not wait out its nap.
+            threading.Thread(target=_beat, name="pyvo_dl lock heartbeat", daemon=True).start()
 
 
 def _let_go(lock: TargetLock) -> None:
@@ -1111,7 +1109,7 @@ def _after_fork_in_child() -> None:
     # a lock held by another thread at the fork would never be released.
     global _HOLDER, _HELD_LOCK
     _HOLDER = None
-    _HELD_LOCK = _thread.allocate_lock()
+    _HELD_LOCK = threading.Lock()
     _HELD.clear()
     _BEATING.clear()
     _STOPPING.clear()
