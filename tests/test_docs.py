@@ -559,6 +559,28 @@ def test_ci_runs_every_env_of_the_envlist() -> None:
     assert loop.group(1).split() == envlist
 
 
+def test_tox_bench_comment_names_what_the_suite_installs() -> None:
+    """tox.ini's note on the bench env names every package benchmarks/environment.py installs."""
+    import ast
+
+    with open(os.path.join(ROOT, "benchmarks", "environment.py"), encoding="utf-8") as f:
+        module = ast.parse(f.read())
+    values = {
+        target.id: ast.literal_eval(node.value)
+        for node in module.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in ("DEBIAN_PACKAGES", "VENV_PACKAGES")
+    }
+    packages = [*values["DEBIAN_PACKAGES"].values(), *values["VENV_PACKAGES"]]
+    with open(os.path.join(ROOT, "tox.ini"), encoding="utf-8") as f:
+        tox = f.read()
+    comment = re.search(r"((?:^#.*\n)+)\[testenv:bench\]", tox, re.MULTILINE)
+    assert comment, "the comment above [testenv:bench] is gone"
+    words = set(re.findall(r"[\w.\[\]-]+", comment.group(1)))
+    assert [name for name in packages if name not in words] == []
+
+
 def test_api_md_is_current() -> None:
     """docs/api.md is docs/gen_api.py's rendering of today's docstrings."""
     spec = importlib.util.spec_from_file_location("gen_api", os.path.join(DOCS, "gen_api.py"))
