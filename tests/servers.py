@@ -411,7 +411,9 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self, obj: _Object, fx: Fault, method: str) -> None:
         size = len(obj.data)
         wanted = None if fx.ignore_range else parse_range_header(self.headers.get("Range"), size)
-        if_range = None if fx.ignore_if_range else self.headers.get("If-Range")
+        # S3 ignores If-Range (its resumes are kept honest by If-Match).
+        ignore_if_range = fx.ignore_if_range or self.server.owner.s3_semantics
+        if_range = None if ignore_if_range else self.headers.get("If-Range")
         if wanted is not None and not _if_range_holds(if_range, obj):
             wanted = None
         if wanted == _UNSATISFIABLE:
@@ -448,7 +450,22 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         if fx.content_disposition is not None:
             self.send_header("Content-Disposition", fx.content_disposition)
         for name, value in {**obj.headers, **fx.headers}.items():
-            self.send_header(name, value)
+            if not self._s3_withholds(name):
+                self.send_header(name, value)
+
+    def _s3_withholds(self, name: str) -> bool:
+        """Whether S3 leaves header ``name`` out of the answer to this request.
+
+        Real S3 sends ``x-amz-checksum-*`` (and ``x-amz-checksum-type``) only
+        to a HEAD or a GET of the whole object that asked for them with
+        ``x-amz-checksum-mode: ENABLED``; never to a GET with ``Range``,
+        even one that covers the whole object. (moto sends them on every
+        answer, ranged or not; so does this server outside ``s3_semantics``.)
+        """
+        if not self.server.owner.s3_semantics or not name.lower().startswith("x-amz-checksum-"):
+            return False
+        asked = self.headers.get("x-amz-checksum-mode", "").strip().upper() == "ENABLED"
+        return not asked or "Range" in self.headers
 
     def _simple(self, status: int, body: bytes, headers: Mapping[str, str], method: str) -> None:
         self.send_response(status)
@@ -616,6 +633,14 @@ class FaultServer:
         Server-side context: the server speaks HTTPS (the handshake runs in
         each connection's thread, so a client that never completes it does
         not block the others).
+    s3_semantics : bool
+        Behave as real S3 does where moto (and this server by default) does
+        not: ``x-amz-checksum-*`` headers (an object's ``headers=``) only on
+        a HEAD or a whole-object GET sent with ``x-amz-checksum-mode:
+        ENABLED``, never on a ranged GET; ``If-Range`` ignored (a ``206``
+        whatever it says); ``If-Match`` honoured (``412``), as always here.
+        Python's http.server speaks HTTP/1.0 by default; this one 1.1 with
+        keep-alive, as S3.
 
     Notes
     -----
@@ -632,9 +657,16 @@ class FaultServer:
     ...     fault = server.set_fault("/data/x.fits", status=503, times=1)
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
+        s3_semantics: bool = False,
+    ):
         self.host = host
         self.ssl_context = ssl_context
+        self.s3_semantics = s3_semantics
         self.port = 0
         #: Handler exceptions other than OSError; the fixtures fail on any.
         self.errors: list[BaseException] = []
