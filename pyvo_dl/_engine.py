@@ -311,13 +311,22 @@ class _Download:
     # -- parallel ranges ------------------------------------------------------
 
     def _splitting(self) -> bool:
-        """Whether the first request should ask for the first part only, to learn the size.
+        """Whether the answer to the first request may be split, once its size is known.
 
         One request either way: a small object comes whole in the answer,
-        a large one tells its size and validator, and is then split.
+        a large one tells its size and validator, and is then split. The
+        request asks for the first part only (``Range``), or for the whole
+        object (``whole_first``: S3, whose checksums come only then).
         """
         connections = self.request.connections or 1
         return connections > 1 and not self.offset and not self.no_probe_range
+
+    def _first_headers(self, splitting: bool) -> dict[str, str]:
+        if not splitting:
+            return self._ranged_headers()
+        if self.request.whole_first:
+            return {}
+        return {"Range": _httputil.format_range(0, _parallel.FIRST_PART - 1)}
 
     def _split_or_stream(self, response: Response) -> None:
         """Continue the ``206`` answer to the first part: split the object, or stream it.
@@ -343,6 +352,23 @@ class _Download:
         response.close()
         self.no_probe_range = True
         raise _Restart("the object cannot be fetched in ranges (no validator): asking for it whole")
+
+    def _split_whole(self, response: Response) -> None:
+        """Continue the ``200`` answer to a first GET of the whole object: split it, or stream it.
+
+        A large object is split into equal ranges; the first is the start of
+        this answer's body, whose connection is closed once that range is
+        read (the rest of the body is not wanted). A smaller one, or one
+        without a validator, is this answer.
+        """
+        total = _exchange.length_of(response)
+        state = self._record_new_object(response, total)
+        connections = self.request.connections or 1
+        if total is not None and _parallel.can_split(total, state.validator, connections):
+            state.parts = _parallel.plan_parts(total, connections)
+            self._run_parallel(state, response)
+            return
+        self._stream(response, 0)
 
     def _run_parallel(self, state: PartState, first_answer: Response | None = None) -> None:
         """Fetch the missing ranges of the part map, then verify and commit."""
@@ -421,8 +447,7 @@ class _Download:
             self._run_parallel(self.state)  # an earlier parallel run left its map: finish it
             return
         splitting = self._splitting()
-        first_part = _httputil.format_range(0, _parallel.FIRST_PART - 1)
-        headers = {"Range": first_part} if splitting else self._ranged_headers()
+        headers = self._first_headers(splitting)
         response = _exchange.open_url(self.request, self.transport, "GET", headers)
         try:
             self._answer(response, splitting)
@@ -442,6 +467,9 @@ class _Download:
             raise _Restart("the object is empty")
         if splitting and status == 206:
             self._split_or_stream(response)
+            return
+        if splitting and status == 200 and self.request.whole_first:
+            self._split_whole(response)
             return
         if status == 416 and self.offset:
             if self._complete_by_416(response):

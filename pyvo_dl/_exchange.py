@@ -143,6 +143,11 @@ class FetchRequest:
     follow_redirects: bool = True
     #: Parallel ranged connections for one large object (None: 1).
     connections: int | None = None
+    #: The first request of a download that may be split asks for the whole
+    #: object, not for its first part: S3 sends the object's checksums
+    #: (``x-amz-checksum-*``) only to a GET of the whole object. A large
+    #: object's first range is then the start of that answer (SPEC §2.2).
+    whole_first: bool = False
     user_agent: str = "pyvo-dl"
     #: A stop (SIGTERM, Ctrl-C: ``_partfile.interrupt``) cuts this sleep short.
     sleep: Callable[[float], None] = pause

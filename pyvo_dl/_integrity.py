@@ -32,6 +32,7 @@ __all__ = [
     "file_digests",
     "has_fast_crc32c",
     "is_algorithm",
+    "unverified_s3_checksums",
 ]
 
 #: Bytes read at a time by :func:`file_digests` (one buffer, reused).
@@ -203,8 +204,11 @@ def checksums_from_s3_headers(headers: Mapping[str, str]) -> list[Checksum]:
         object), then ``crc32``, ``crc32c``, ``sha1``, ``sha256`` from
         ``x-amz-checksum-*`` (base64 of the big-endian digest, returned as
         hex). Composite checksums (of the parts, not of the object:
-        ``x-amz-checksum-type: COMPOSITE`` or a value ending in ``-N``) and
-        malformed values are left out.
+        ``x-amz-checksum-type: COMPOSITE`` or a value ending in ``-N``),
+        those of a multipart upload (an ETag ending in ``-N``) that no
+        ``x-amz-checksum-type: FULL_OBJECT`` says are of the whole object
+        (moto 5.2's HEAD sends a composite SHA-256 that way), and malformed values
+        are left out.
 
     Examples
     --------
@@ -213,9 +217,6 @@ def checksums_from_s3_headers(headers: Mapping[str, str]) -> list[Checksum]:
     [Checksum(algorithm='md5', expected='d41d8cd98f00b204e9800998ecf8427e'), \
 Checksum(algorithm='crc32', expected='00000000')]
     """
-    import base64
-    import binascii
-
     lower = {name.lower(): value.strip() for name, value in headers.items()}
     found = []
     etag = lower.get("etag", "").strip('"')
@@ -226,18 +227,78 @@ Checksum(algorithm='crc32', expected='00000000')]
     # The ETag of a single-part, unencrypted (or SSE-S3) upload is its MD5.
     if len(etag) == 32 and _is_hex(etag) and not encrypted:
         found.append(Checksum("md5", etag.lower()))
-    if lower.get("x-amz-checksum-type", "").upper() == "COMPOSITE":
+    if _maybe_composite(lower):
         return found
     for algorithm, size in _S3_CHECKSUMS:
         value = lower.get("x-amz-checksum-" + algorithm)
         if not value or _ends_with_part_count(value):
             continue
-        try:
-            digest = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if len(digest) == size:
+        digest = _s3_digest(value, size)
+        if digest is not None:
             found.append(Checksum(algorithm, digest.hex()))
+    return found
+
+
+def _s3_digest(value: str, size: int) -> bytes | None:
+    """The digest an ``x-amz-checksum-*`` value holds (base64), if it is one of ``size`` bytes."""
+    import base64
+    import binascii
+
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest if len(digest) == size else None
+
+
+def _maybe_composite(lower: Mapping[str, str]) -> bool:
+    """Whether the ``x-amz-checksum-*`` values may be of the parts, not of the object.
+
+    S3 says which with ``x-amz-checksum-type`` (and ends a composite value
+    with the part count); without that header, a multipart upload's (its
+    ETag ends with the part count) is not trusted to be of the whole object.
+    """
+    kind = lower.get("x-amz-checksum-type", "").upper()
+    if kind == "COMPOSITE":
+        return True
+    return kind != "FULL_OBJECT" and _ends_with_part_count(lower.get("etag", "").strip('"'))
+
+
+def unverified_s3_checksums(headers: Mapping[str, str]) -> list[str]:
+    """The ``x-amz-checksum-*`` headers that :func:`checksums_from_s3_headers` leaves out, and why.
+
+    ``headers`` are those of a GET or HEAD (any case); the result has one
+    phrase per header left out: a composite checksum (of the parts of a
+    multipart upload, not of the object), an algorithm this library does
+    not compute (CRC-64/NVME), a malformed value.
+
+    Examples
+    --------
+    >>> unverified_s3_checksums({"x-amz-checksum-crc32": "AAAAAA==-3",
+    ...                          "x-amz-checksum-type": "COMPOSITE"})
+    ['x-amz-checksum-crc32 (COMPOSITE: of the parts, not of the object)']
+    """
+    lower = {name.lower(): value.strip() for name, value in headers.items()}
+    composite = _maybe_composite(lower)
+    untyped = composite and lower.get("x-amz-checksum-type", "").upper() != "COMPOSITE"
+    sizes = dict(_S3_CHECKSUMS)
+    found = []
+    for name, value in lower.items():
+        algorithm = name[len("x-amz-checksum-") :]
+        # type and algorithm describe the upload; mode is the request's.
+        if not name.startswith("x-amz-checksum-") or algorithm in ("type", "mode", "algorithm"):
+            continue
+        if algorithm not in sizes:
+            found.append(f"{name} (not an algorithm pyvo_dl computes)")
+        elif untyped and not _ends_with_part_count(value):
+            found.append(
+                f"{name} (of a multipart upload, and no x-amz-checksum-type: FULL_OBJECT "
+                "says it is of the whole object)"
+            )
+        elif composite or _ends_with_part_count(value):
+            found.append(f"{name} (COMPOSITE: of the parts, not of the object)")
+        elif _s3_digest(value, sizes[algorithm]) is None:
+            found.append(f"{name} (malformed: {value!r})")
     return found
 
 

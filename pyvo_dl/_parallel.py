@@ -96,17 +96,24 @@ class ParallelDownload:
         self._unsaved = 0
         self._done = sum(p.done for p in self.parts)
         self.sink: Any = None
+        #: The engine's first answer when it is the whole object (S3's first GET).
+        self._whole_answer: Response | None = None
 
     # -- the run --------------------------------------------------------------
 
     def run(self, first_answer: Response | None = None) -> None:
         """Download every missing range, then verify and commit; raise on failure.
 
-        ``first_answer`` is an open answer for the start of the object (the
-        engine's ``Range: bytes=0-`` + FIRST_PART - 1): it serves the start of
-        the first range, whose rest is asked for on the same connection.
+        ``first_answer`` is an open answer for the start of the object: the
+        engine's ``Range: bytes=0-`` + FIRST_PART - 1, whose body serves the
+        start of the first range (the rest is asked for on the same
+        connection), or a ``200`` with the whole object (``whole_first``),
+        read to the first range's end and then closed.
         """
         from concurrent.futures import ThreadPoolExecutor
+
+        if first_answer is not None and first_answer.status == 200:
+            self._whole_answer = first_answer
 
         try:
             self.part.save_state(self.state)
@@ -243,7 +250,24 @@ class ParallelDownload:
 
     def _read_range(self, fd: int, part: PartRange, response: Response) -> None:
         start = part.next_byte
+        end = self._end_of(part, response)
+        self.part.check_still_there()  # the fd's file, after however long a wait
+        _exchange.read_body(
+            response,
+            Writer(fd, start, self.part.path),
+            end + 1 - start,
+            lambda n: self._progress(part, n),
+            stop=self._stop.is_set,
+        )
+
+    def _end_of(self, part: PartRange, response: Response) -> int:
+        """The last byte of ``part`` that ``response`` brings, or raise if it brings none."""
+        start = part.next_byte
         status = response.status
+        if status == 200 and response is self._whole_answer and start == 0:
+            # The state was made from this answer: same object, same size.
+            # Its body goes on past the range; the connection is closed after.
+            return part.end
         if _httputil.is_transient_status(status):
             raise _exchange.transient_status(self.request, response)
         if status in (200, 412, 416):
@@ -265,15 +289,7 @@ class ParallelDownload:
         changed = _httputil.changed_validator(self.state.validators(), response.headers)
         if changed is not None:
             raise ObjectChanged(f"the object changed on the server ({changed})")
-        end = min(part.end, content_range.end)
-        self.part.check_still_there()  # the fd's file, after however long a wait
-        _exchange.read_body(
-            response,
-            Writer(fd, start, self.part.path),
-            end + 1 - start,
-            lambda n: self._progress(part, n),
-            stop=self._stop.is_set,
-        )
+        return min(part.end, content_range.end)
 
     # -- the end ----------------------------------------------------------------
 

@@ -256,7 +256,7 @@ def build_request(
     headers = {"x-amz-checksum-mode": "ENABLED"}
     if target.requester_pays:
         headers["x-amz-request-payer"] = "requester"
-    return _exchange.FetchRequest(
+    request = _exchange.FetchRequest(
         url=target.url(),
         target=local_path,
         label=target.key,
@@ -264,12 +264,33 @@ def build_request(
         headers=headers,
         signer=access.signer,
         error_factory=_error_factory(target),
-        server_checksums=announced_checksums,
         conditional="if-match",
+        whole_first=True,
         follow_redirects=False,
         use_netrc=False,
         **options,
     )
+    request.server_checksums = lambda headers: _checksums_to_verify(request, headers)
+    return request
+
+
+def _checksums_to_verify(request: FetchRequest, headers: Mapping[str, str]) -> list[Checksum]:
+    """:func:`announced_checksums`, saying under ``verbose`` what S3 announced and is not verified."""
+    chosen = announced_checksums(headers)
+    skipped = _integrity.unverified_s3_checksums(headers)
+    crc32c = "x-amz-checksum-crc32c"
+    if (
+        any(name.lower() == crc32c for name in headers)
+        and not any(phrase.startswith(crc32c + " ") for phrase in skipped)
+        and not _integrity.has_fast_crc32c()
+    ):
+        skipped.append(f"{crc32c} (no fast CRC-32C here: install crc32c for it)")
+    if skipped:
+        verifying = " and ".join(c.algorithm for c in chosen) or "nothing but the size"
+        _exchange.log_and_print_for(
+            request, f"Not verified: {'; '.join(skipped)}. Verifying {verifying}"
+        )
+    return chosen
 
 
 # Each checksum is one more pass of the CPU over every byte, and one is enough

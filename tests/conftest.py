@@ -11,7 +11,8 @@ Autouse, for every test:
   points to a file that does not exist), so what a developer has set never
   leaks into a test. Tests set what they need with ``monkeypatch``.
 
-Server fixtures: ``http_server``, ``other_server``, ``https_server`` (+
+Server fixtures: ``http_server``, ``s3_server`` (the same as an S3
+endpoint, in two S3 servers' ways), ``other_server``, ``https_server`` (+
 ``ca``, ``client_ssl_context``), ``raw_server_factory``; moto:
 ``moto_server`` (one process per session), ``s3_endpoint`` (the same,
 emptied for this test), ``moto_auth_server`` (a second process whose auth a
@@ -131,6 +132,20 @@ def _serve(server: FaultServer) -> Iterator[FaultServer]:
 def http_server() -> Iterator[FaultServer]:
     """A fresh :class:`servers.FaultServer` on 127.0.0.1 for this test."""
     yield from _serve(FaultServer())
+
+
+@pytest.fixture(params=[False, True], ids=["checksums-everywhere", "s3-semantics"])
+def s3_server(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
+    """A FaultServer standing in for an S3 endpoint, in two S3 servers' ways.
+
+    ``checksums-everywhere``: an object's ``x-amz-checksum-*`` headers on
+    every answer, ranged or not (MinIO before its 2023 release that removed
+    them from ranged answers); ``s3-semantics``: only on a HEAD or a
+    whole-object GET with ``x-amz-checksum-mode: ENABLED``, and ``If-Range``
+    ignored, as S3 does (``FaultServer(s3_semantics=True)``; moto 5.2 sends
+    checksums as S3 does too, ``test_servers.py``).
+    """
+    yield from _serve(FaultServer(s3_semantics=request.param))
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from pyvo_dl._integrity import (
     crc32c,
     file_digests,
     has_fast_crc32c,
+    unverified_s3_checksums,
 )
 
 TYPE_CHECKING = False
@@ -231,6 +232,17 @@ def test_hashlib_is_imported_only_for_a_hashlib_checksum() -> None:
         ({"x-amz-checksum-crc32": "y/Q5Jg==-3"}, []),
         ({"x-amz-checksum-sha256": b64(SHA256), "x-amz-checksum-type": "COMPOSITE"}, []),
         ({"x-amz-checksum-sha256": b64(SHA256), "x-amz-checksum-type": "composite"}, []),
+        # A multipart upload's value is the object's only when S3 says so
+        # (moto's HEAD leaves the type and the part count out of a composite).
+        ({"x-amz-checksum-sha256": b64(SHA256), "ETag": f'"{MD5}-2"'}, []),
+        (
+            {
+                "x-amz-checksum-crc32": b64(CRC32),
+                "ETag": f'"{MD5}-2"',
+                "x-amz-checksum-type": "FULL_OBJECT",
+            },
+            [Checksum("crc32", CRC32)],
+        ),
         # Malformed values are skipped, never an error.
         ({"x-amz-checksum-crc32": "not base64!"}, []),
         ({"x-amz-checksum-crc32": b64("abcdef")}, []),
@@ -242,6 +254,33 @@ def test_hashlib_is_imported_only_for_a_hashlib_checksum() -> None:
 )
 def test_checksums_from_s3_headers(headers: Mapping[str, str], expected: list[Checksum]) -> None:
     assert checksums_from_s3_headers(headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-amz-checksum-crc32": "y/Q5Jg==-3", "x-amz-checksum-type": "COMPOSITE"},
+         ["x-amz-checksum-crc32 (COMPOSITE: of the parts, not of the object)"]),
+        ({"x-amz-checksum-crc32": "y/Q5Jg==-3"},
+         ["x-amz-checksum-crc32 (COMPOSITE: of the parts, not of the object)"]),
+        ({"x-amz-checksum-sha256": b64(SHA256), "ETag": f'"{MD5}-2"'},
+         [("x-amz-checksum-sha256 (of a multipart upload, and no x-amz-checksum-type: "
+           "FULL_OBJECT says it is of the whole object)")]),
+        ({"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="},
+         ["x-amz-checksum-crc64nvme (not an algorithm pyvo_dl computes)"]),
+        ({"x-amz-checksum-crc32": "not base64!"},
+         ["x-amz-checksum-crc32 (malformed: 'not base64!')"]),
+        # What is verified, and what only describes the upload, is not listed.
+        ({"x-amz-checksum-crc32": b64(CRC32), "x-amz-checksum-type": "FULL_OBJECT",
+          "x-amz-checksum-algorithm": "CRC32", "ETag": f'"{MD5}-2"'}, []),
+        ({"ETag": f'"{MD5}-2"'}, []),
+    ],
+)  # fmt: skip
+def test_unverified_s3_checksums_say_why(headers: Mapping[str, str], expected: list[str]) -> None:
+    assert unverified_s3_checksums(headers) == expected
+    listed = {phrase.split(" ")[0] for phrase in expected}
+    verified = {"x-amz-checksum-" + c.algorithm for c in checksums_from_s3_headers(headers)}
+    assert not listed & verified
 
 
 def test_checksums_from_s3_headers_reads_an_http_message() -> None:

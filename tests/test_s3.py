@@ -104,6 +104,55 @@ def test_large_object_integrity_and_output(
     assert not list(in_tmp.glob("*.lock"))
 
 
+def _multipart_upload(endpoint: str, key: str, parts: list[bytes], **kwargs: str) -> None:
+    client = s3_client_for(endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    algorithm = kwargs["ChecksumAlgorithm"]
+    upload = client.create_multipart_upload(Bucket=BUCKET, Key=key, ACL="public-read", **kwargs)
+    done = []
+    for number, body in enumerate(parts, 1):
+        answer = client.upload_part(
+            Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=body,
+            ChecksumAlgorithm=algorithm,
+        )  # fmt: skip
+        done.append({"PartNumber": number, "ETag": answer["ETag"],
+                     f"Checksum{algorithm}": answer[f"Checksum{algorithm}"]})  # fmt: skip
+    client.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": done}
+    )
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_multipart_upload_with_a_checksum_of_its_parts_is_not_refused(
+    s3_endpoint: str, in_tmp: Path, capsys: pytest.CaptureFixture[str], connections: int
+) -> None:
+    """A multipart upload's SHA-256 is of its parts' SHA-256s (COMPOSITE): not verified, said so."""
+    parts = [_data(5 * 1024 * 1024, seed=1), _data(4 * 1024 * 1024, seed=2)]
+    _multipart_upload(s3_endpoint, "mp/obj.fits", parts, ChecksumAlgorithm="SHA256")
+    path = pyvo_dl.aws_download(
+        uri=f"s3://{BUCKET}/mp/obj.fits", endpoint_url=s3_endpoint, connections=connections,
+        verbose=True, progress=False,
+    )  # fmt: skip
+    assert (in_tmp / path).read_bytes() == b"".join(parts)
+    out = capsys.readouterr().out
+    assert "Not verified: x-amz-checksum-sha256 (COMPOSITE: of the parts" in out
+
+
+def test_a_multipart_upload_with_a_full_object_crc32_is_verified(
+    s3_endpoint: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = [_data(5 * 1024 * 1024, seed=3), _data(4 * 1024 * 1024, seed=4)]
+    _multipart_upload(
+        s3_endpoint, "full/obj.fits", parts, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+    )
+    path = pyvo_dl.aws_download(
+        uri=f"s3://{BUCKET}/full/obj.fits", endpoint_url=s3_endpoint, connections=4,
+        verbose=True, progress=False,
+    )  # fmt: skip
+    assert (in_tmp / path).read_bytes() == b"".join(parts)
+    assert "Not verified" not in capsys.readouterr().out
+
+
 def test_endpoint_from_environment(
     s3_endpoint: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

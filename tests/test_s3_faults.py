@@ -1,7 +1,9 @@
 """aws_download against the stdlib fault server acting as an S3 endpoint.
 
 What moto cannot show: region discovery from a 301, resume with
-``If-Match``, retries, checksum mismatches, requester pays, and SigV4
+``If-Match``, retries, checksum mismatches, requester pays, checksums only
+on whole-object answers as real S3 sends them (the ``s3_server`` fixture
+runs each such test that way and with checksums on every answer), and SigV4
 signatures over keys that moto 5.2's checker wrongly refuses — verified here
 with botocore's own signer over the request as the server received it.
 """
@@ -101,44 +103,46 @@ def test_signature_over_awkward_keys_is_valid(
     _verify_sigv4(http_server, request, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 
 
-def test_ranged_resume_is_signed_and_conditional(http_server: FaultServer, in_tmp: Path) -> None:
+def test_ranged_resume_is_signed_and_conditional(s3_server: FaultServer, in_tmp: Path) -> None:
     body = _data(300_000)
-    path = _serve_object(http_server, "r/obj.fits", body)
-    http_server.set_fault(path, drop_after=100_000, times=1)
+    path = _serve_object(s3_server, "r/obj.fits", body)
+    s3_server.set_fault(path, drop_after=100_000, times=1)
     pyvo_dl.aws_download(
-        uri=f"s3://{BUCKET}/r/obj.fits", session=_session(), endpoint_url=http_server.base_url
+        uri=f"s3://{BUCKET}/r/obj.fits", session=_session(), endpoint_url=s3_server.base_url
     )
     assert (in_tmp / "obj.fits").read_bytes() == body
-    first, second = _gets(http_server, path)
-    # The first GET asks for the first part (8 MiB: all of this object),
-    # which tells the size (to decide on parallel ranges) in the same trip.
-    assert first.headers["range"] == "bytes=0-8388607"
+    first, second = _gets(s3_server, path)
+    # The first GET asks for the whole object: S3 sends its checksums only
+    # then; its size decides on parallel ranges in the same trip.
+    assert "range" not in first.headers
+    assert first.headers["x-amz-checksum-mode"] == "ENABLED"
     assert "if-match" not in first.headers
     start = int(second.headers["range"].split("=")[1].rstrip("-"))
     assert 0 < start <= 100_000
-    assert second.headers["if-match"] == http_server.etag(path)
+    assert second.headers["if-match"] == s3_server.etag(path)
+    assert "if-range" not in second.headers
     assert "range" in second.headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
-    _verify_sigv4(http_server, second, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    _verify_sigv4(s3_server, second, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 
 
-def test_object_replaced_mid_download_restarts(http_server: FaultServer, in_tmp: Path) -> None:
+def test_object_replaced_mid_download_restarts(s3_server: FaultServer, in_tmp: Path) -> None:
     old, new = _data(200_000), _data(210_000)[::-1]
-    path = _serve_object(http_server, "c/obj.fits", old)
-    http_server.set_fault(path, drop_after=50_000, times=1)
-    http_server.set_fault(path, change_after=1, new_data=new)
-    pyvo_dl.aws_download(f"s3://{BUCKET}/c/obj.fits", endpoint_url=http_server.base_url)
+    path = _serve_object(s3_server, "c/obj.fits", old)
+    s3_server.set_fault(path, drop_after=50_000, times=1)
+    s3_server.set_fault(path, change_after=1, new_data=new)
+    pyvo_dl.aws_download(f"s3://{BUCKET}/c/obj.fits", endpoint_url=s3_server.base_url)
     assert (in_tmp / "obj.fits").read_bytes() == new
-    statuses = [r.status for r in _gets(http_server, path)]
+    statuses = [r.status for r in _gets(s3_server, path)]
     assert 412 in statuses
 
 
-def test_transient_errors_are_retried(http_server: FaultServer, in_tmp: Path) -> None:
+def test_transient_errors_are_retried(s3_server: FaultServer, in_tmp: Path) -> None:
     body = _data(10_000)
-    path = _serve_object(http_server, "t.fits", body)
-    http_server.set_fault(path, status=503, retry_after="0", times=2)
-    pyvo_dl.aws_download(f"s3://{BUCKET}/t.fits", endpoint_url=http_server.base_url)
+    path = _serve_object(s3_server, "t.fits", body)
+    s3_server.set_fault(path, status=503, retry_after="0", times=2)
+    pyvo_dl.aws_download(f"s3://{BUCKET}/t.fits", endpoint_url=s3_server.base_url)
     assert (in_tmp / "t.fits").read_bytes() == body
-    assert [r.status for r in _gets(http_server, path)] == [503, 503, 206]
+    assert [r.status for r in _gets(s3_server, path)] == [503, 503, 200]
 
 
 def test_region_discovered_from_301(
@@ -177,47 +181,158 @@ def test_region_switch_happens_once(http_server: FaultServer, in_tmp: Path) -> N
 
 
 @pytest.mark.parametrize("header", ["x-amz-checksum-sha256", "x-amz-checksum-crc32"])
-def test_announced_checksum_mismatch(http_server: FaultServer, in_tmp: Path, header: str) -> None:
+def test_announced_checksum_mismatch(s3_server: FaultServer, in_tmp: Path, header: str) -> None:
     body = _data(50_000)
     wrong = hashlib.sha256(b"other").digest() if header.endswith("256") else b"\0\0\0\1"
     path = _serve_object(
-        http_server, "bad.fits", body, headers={header: base64.b64encode(wrong).decode()}
+        s3_server, "bad.fits", body, headers={header: base64.b64encode(wrong).decode()}
     )
     with pytest.raises(pyvo_dl.IntegrityError) as info:
-        pyvo_dl.aws_download(f"s3://{BUCKET}/bad.fits", endpoint_url=http_server.base_url)
+        pyvo_dl.aws_download(f"s3://{BUCKET}/bad.fits", endpoint_url=s3_server.base_url)
     assert info.value.what == header.rsplit("-", 1)[1]
     assert list(in_tmp.iterdir()) == []
-    assert (http_server.requests_for(path, "GET")[0].headers["x-amz-checksum-mode"]) == "ENABLED"
+    assert (s3_server.requests_for(path, "GET")[0].headers["x-amz-checksum-mode"]) == "ENABLED"
 
 
-def test_announced_checksums_that_match_pass(http_server: FaultServer, in_tmp: Path) -> None:
+def test_announced_checksums_that_match_pass(s3_server: FaultServer, in_tmp: Path) -> None:
     body = _data(70_000)
-    import zlib
-
-    headers = {
-        "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
-        "x-amz-checksum-crc32": base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode(),
-    }
-    _serve_object(http_server, "good.fits", body, headers=headers)
-    pyvo_dl.aws_download(f"s3://{BUCKET}/good.fits", endpoint_url=http_server.base_url)
+    _serve_object(s3_server, "good.fits", body, headers=_checksum_headers(body, "sha256", "crc32"))
+    pyvo_dl.aws_download(f"s3://{BUCKET}/good.fits", endpoint_url=s3_server.base_url)
     assert (in_tmp / "good.fits").read_bytes() == body
 
 
-def test_etag_md5_mismatch(http_server: FaultServer, in_tmp: Path) -> None:
+def test_etag_md5_mismatch(s3_server: FaultServer, in_tmp: Path) -> None:
     body = _data(40_000)
     wrong_etag = '"' + hashlib.md5(b"not the body").hexdigest() + '"'
-    _serve_object(http_server, "md5.fits", body, etag=wrong_etag)
+    _serve_object(s3_server, "md5.fits", body, etag=wrong_etag)
     with pytest.raises(pyvo_dl.IntegrityError) as info:
-        pyvo_dl.aws_download(f"s3://{BUCKET}/md5.fits", endpoint_url=http_server.base_url)
+        pyvo_dl.aws_download(f"s3://{BUCKET}/md5.fits", endpoint_url=s3_server.base_url)
     assert info.value.what == "md5"
     assert list(in_tmp.iterdir()) == []
 
 
-def test_multipart_etag_is_not_taken_for_md5(http_server: FaultServer, in_tmp: Path) -> None:
+def test_multipart_etag_is_not_taken_for_md5(s3_server: FaultServer, in_tmp: Path) -> None:
     body = _data(40_000)
-    _serve_object(http_server, "mp.fits", body, etag='"' + "a" * 32 + '-3"')
-    pyvo_dl.aws_download(f"s3://{BUCKET}/mp.fits", endpoint_url=http_server.base_url)
+    _serve_object(s3_server, "mp.fits", body, etag=MULTIPART_ETAG)
+    pyvo_dl.aws_download(f"s3://{BUCKET}/mp.fits", endpoint_url=s3_server.base_url)
     assert (in_tmp / "mp.fits").read_bytes() == body
+
+
+# -- checksums as real S3 serves them (issue 12.2) ----------------------------------
+
+#: The ETag of a multipart upload: no MD5 of the object, so only a stored
+#: checksum can verify it.
+MULTIPART_ETAG = '"' + "a" * 32 + '-3"'
+MIB = 1024 * 1024
+
+
+def _checksum_headers(body: bytes, *algorithms: str) -> dict[str, str]:
+    """``x-amz-checksum-<alg>`` of the whole ``body`` (FULL_OBJECT), as S3 stores them."""
+    import zlib
+
+    digests = {
+        "sha256": lambda: hashlib.sha256(body).digest(),
+        "sha1": lambda: hashlib.sha1(body).digest(),
+        "crc32": lambda: zlib.crc32(body).to_bytes(4, "big"),
+    }
+    headers = {"x-amz-checksum-type": "FULL_OBJECT"}
+    for algorithm in algorithms:
+        headers[f"x-amz-checksum-{algorithm}"] = base64.b64encode(digests[algorithm]()).decode()
+    return headers
+
+
+def _corrupted(body: bytes, at: int) -> bytes:
+    return body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1 :]
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "crc32"])
+@pytest.mark.parametrize(
+    ("size", "connections"),
+    [pytest.param(300_000, None, id="one stream"), pytest.param(20 * MIB + 5, 4, id="split")],
+)
+def test_a_multipart_upload_is_verified_by_its_stored_checksum(
+    s3_server: FaultServer, in_tmp: Path, algorithm: str, size: int, connections: int | None
+) -> None:
+    body = _data(size)
+    headers = _checksum_headers(body, algorithm)
+    good = _serve_object(s3_server, "ok.fits", body, etag=MULTIPART_ETAG, headers=headers)
+    bad = _serve_object(
+        s3_server, "bad.fits", _corrupted(body, size - 3), etag=MULTIPART_ETAG, headers=headers
+    )
+    pyvo_dl.aws_download(
+        f"s3://{BUCKET}/ok.fits", endpoint_url=s3_server.base_url, connections=connections,
+        progress=False,
+    )  # fmt: skip
+    assert (in_tmp / "ok.fits").read_bytes() == body
+    with pytest.raises(pyvo_dl.IntegrityError) as info:
+        pyvo_dl.aws_download(
+            f"s3://{BUCKET}/bad.fits", endpoint_url=s3_server.base_url, connections=connections,
+            progress=False,
+        )  # fmt: skip
+    assert info.value.what == algorithm
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["ok.fits"]
+    for path in (good, bad):
+        first, *rest = _gets(s3_server, path)
+        assert "range" not in first.headers  # the whole object: its checksums come with it
+        for request in rest:
+            assert request.headers["if-match"] == MULTIPART_ETAG
+            assert "if-range" not in request.headers
+
+
+def test_a_resumed_download_is_verified_by_the_checksum_first_announced(
+    s3_server: FaultServer, in_tmp: Path
+) -> None:
+    body = _data(300_000)
+    headers = _checksum_headers(body, "sha256")
+    path = _serve_object(s3_server, "r.fits", _corrupted(body, 250_000), etag=MULTIPART_ETAG,
+                         headers=headers)  # fmt: skip
+    s3_server.set_fault(path, drop_after=100_000, times=1)
+    with pytest.raises(pyvo_dl.IntegrityError) as info:
+        pyvo_dl.aws_download(f"s3://{BUCKET}/r.fits", endpoint_url=s3_server.base_url)
+    assert info.value.what == "sha256"
+    assert list(in_tmp.iterdir()) == []
+    _, second = _gets(s3_server, path)
+    assert second.headers["range"].startswith("bytes=")  # the rest, without checksums on S3
+
+
+def test_a_composite_checksum_is_not_verified_and_verbose_says_so(
+    s3_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = _data(60_000)
+    composite = {
+        "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(b"parts").digest()).decode()
+        + "-3",
+        "x-amz-checksum-type": "COMPOSITE",
+    }
+    _serve_object(s3_server, "c.fits", body, etag=MULTIPART_ETAG, headers=composite)
+    pyvo_dl.aws_download(f"s3://{BUCKET}/c.fits", endpoint_url=s3_server.base_url, verbose=True)
+    assert (in_tmp / "c.fits").read_bytes() == body
+    out = capsys.readouterr().out
+    assert (
+        "Not verified: x-amz-checksum-sha256 (COMPOSITE: of the parts, not of the object). "
+        "Verifying nothing but the size" in out
+    )
+
+
+def test_a_split_download_asks_for_the_whole_object_first(
+    s3_server: FaultServer, in_tmp: Path
+) -> None:
+    body = _data(32 * MIB)
+    path = _serve_object(s3_server, "big.fits", body, headers=_checksum_headers(body, "crc32"))
+    pyvo_dl.aws_download(
+        f"s3://{BUCKET}/big.fits", endpoint_url=s3_server.base_url, connections=4, progress=False
+    )
+    assert (in_tmp / "big.fits").read_bytes() == body
+    first, *ranges = _gets(s3_server, path)
+    assert first.status == 200
+    assert "range" not in first.headers
+    # The first quarter is the start of that answer; the other three are ranges.
+    quarter = 8 * MIB
+    assert sorted(r.headers["range"] for r in ranges) == sorted(
+        f"bytes={i * quarter}-{(i + 1) * quarter - 1}" for i in (1, 2, 3)
+    )
+    assert all(r.status == 206 for r in ranges)
+    assert not list(in_tmp.glob("*.part*"))
 
 
 def test_requester_pays_header_is_sent_and_signed(http_server: FaultServer, in_tmp: Path) -> None:
