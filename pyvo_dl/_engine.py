@@ -15,6 +15,7 @@ announces) comes in as callables on :class:`~._exchange.FetchRequest`.
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from . import _exchange, _httputil, _integrity, _parallel
@@ -32,6 +33,7 @@ from ._partfile import (
     open_special,
     prepare_target,
     special_kind,
+    target_mode,
 )
 
 TYPE_CHECKING = False
@@ -62,10 +64,11 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
     DownloadError
         And its subclasses, as SPEC §2.4 lists them.
     """
-    special = special_kind(request.target)
+    mode = target_mode(request.target)  # one stat for all three questions
+    special = special_kind(request.target, mode)
     if special is not None:
         return _DirectDownload(request, transport, special).run()
-    prepare_target(request.target)
+    prepare_target(request.target, mode)
     check_not_a_helper(request.target)
     lock = TargetLock(request.target)
     started = time.time()
@@ -80,11 +83,17 @@ def fetch(request: FetchRequest, transport: Transport) -> str:
                 request, f"Found {request.target}, just downloaded by another process."
             )
             return request.target
-        if request.cache and os.path.isfile(request.target) and _cache_is_valid(request, transport):
+        # Seen before the lock was taken; again only if the lock was waited for.
+        present = os.path.isfile(request.target) if lock.waited else _is_file(mode)
+        if request.cache and present and _cache_is_valid(request, transport):
             return request.target
         return _Download(request, transport, lock).run()
     finally:
         lock.release()
+
+
+def _is_file(mode: int | None) -> bool:
+    return mode is not None and stat.S_ISREG(mode)
 
 
 def _warn_if_html(request: FetchRequest, headers: Mapping[str, str]) -> None:
@@ -106,7 +115,10 @@ def _finished_since(path: str, since: float) -> bool:
 
 def _cache_is_valid(request: FetchRequest, transport: Transport) -> bool:
     info = _exchange.probe(request, transport)
-    local = os.path.getsize(request.target)
+    try:
+        local = os.path.getsize(request.target)
+    except OSError:
+        return False  # removed since it was seen: download it
     if info.size is not None and info.size == local:
         log_and_print_for(request, f"Found cached file {request.target}.")
         return True
@@ -434,8 +446,10 @@ class _Download:
         """Where the next try starts: the bytes kept (in memory or on disk), if resumable, else 0."""
         state = self.state
         resumable = state is not None and bool(state.validator) and state.size is not None
-        kept = self.memory.size if self.memory is not None else self.part.size()
-        self.offset = kept if resumable and self.offset else 0
+        if resumable and self.offset:
+            self.offset = self.memory.size if self.memory is not None else self.part.size()
+        else:
+            self.offset = 0  # nothing kept to resume from: no stat of the .part
         if not resumable:
             self.verifier = None
             self.memory = None

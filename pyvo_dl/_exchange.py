@@ -750,7 +750,8 @@ def verify_and_commit(
     the file is read back. On a mismatch the ``.part`` is removed and
     :class:`IntegrityError` raised: nothing is left at the target.
     """
-    size = part.size()
+    found = part.examine()
+    size = 0 if found is None else found.st_size
     expected = state.size
     if expected is not None and size != expected:
         part.discard()
@@ -760,9 +761,10 @@ def verify_and_commit(
         if verifier is None:
             verifier = _integrity.Verifier(checksums)
             hash_prefix(verifier, part.path, size)
+            found = None  # time passed: the commit looks again
         error = checksum_error(request, verifier)
         if error is not None:
             part.discard()
             raise error
-    part.commit()
+    part.commit(found)
     log(_INFO, "downloaded %s to %s (%d bytes)", request.label, request.target, size)

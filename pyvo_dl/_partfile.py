@@ -188,7 +188,22 @@ def read_helper(path: str) -> bytes | None:
         os.close(fd)
 
 
-def special_kind(path: str) -> str | None:
+def target_mode(path: str) -> int | None:
+    """The ``st_mode`` of what ``path`` names (a link followed), None when nothing is there.
+
+    One ``stat`` that :func:`special_kind`, :func:`prepare_target` and the
+    cache check share: a batch of small files pays it once per file.
+    """
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+_UNKNOWN = -1
+
+
+def special_kind(path: str, mode: int | None = _UNKNOWN) -> str | None:
     """What ``path`` is when it is not a file to replace: ``"FIFO"``, ``"character device"``.
 
     ``-o /dev/null`` (curl's habit), ``-o /dev/stdout`` or a named pipe is
@@ -202,9 +217,9 @@ def special_kind(path: str) -> str | None:
         For a block device or a socket: writing either is never what a
         download means.
     """
-    try:
-        mode = os.stat(path).st_mode  # a link (/dev/stdout) is judged by what it names
-    except OSError:
+    if mode == _UNKNOWN:
+        mode = target_mode(path)  # a link (/dev/stdout) is judged by what it names
+    if mode is None:
         return None
     if stat.S_ISFIFO(mode):
         return "FIFO"
@@ -326,19 +341,36 @@ def _holds_marker(path: str, mark: object) -> bool:
     return data is not None and data.get(MARKER) == mark
 
 
-def prepare_target(path: str) -> None:
-    """Check that ``path`` can be a file and create its missing parent folders.
+def prepare_target(path: str, mode: int | None = _UNKNOWN) -> None:
+    """Check that ``path`` can be a file (it is not a folder).
+
+    ``mode`` is :func:`target_mode`'s answer, when the caller has it. The
+    folders above ``path`` are made by :class:`TargetLock` when the lock,
+    the first file of a download, cannot be created for want of them: the
+    usual folder that exists costs no ``stat``.
 
     Raises
     ------
     DownloadError
-        When ``path`` is a folder or its folder cannot be created.
+        When ``path`` is a folder.
     """
-    if os.path.isdir(path):
+    if mode == _UNKNOWN:
+        mode = target_mode(path)
+    if mode is not None and stat.S_ISDIR(mode):
         raise disk_error(IsADirectoryError(errno.EISDIR, "Is a directory"), path, "write to")
+
+
+def make_parent_folders(path: str) -> None:
+    """Create the folders above ``path`` that are missing.
+
+    Raises
+    ------
+    DownloadError
+        Naming the folder, when it cannot be created.
+    """
     parent = os.path.dirname(path)
     if not parent or os.path.isdir(parent):
-        return  # the usual case, one stat: many small files pass here
+        return
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
@@ -767,12 +799,21 @@ class PartFile:
         _remove(self.state_path)
         self.identity = None
 
-    def commit(self) -> None:
+    def examine(self) -> os.stat_result | None:
+        """``lstat`` of the ``.part`` (None when there is none): its size, and what :meth:`commit` checks."""
+        try:
+            return os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def commit(self, found: os.stat_result | None = None) -> None:
         """Move the verified ``.part`` onto the target and drop the state.
 
         Only if the file at the ``.part``'s path is still the one this
         object wrote (same device and inode): another process that took the
         lock over, while this one was suspended, may have replaced it.
+        ``found``: what :meth:`examine` said just before, nothing done since
+        (a small file's size check and commit share one ``lstat``).
 
         Raises
         ------
@@ -781,7 +822,7 @@ class PartFile:
             move fails.
         """
         try:
-            info = os.lstat(self.path)
+            info = os.lstat(self.path) if found is None else found
         except OSError as exc:
             raise disk_error(exc, self.path, "find the finished download") from exc
         if self.identity is not None and (info.st_dev, info.st_ino) != self.identity:
@@ -1149,7 +1190,6 @@ class TargetLock:
         self._owner = 0
         #: When this process took it (monotonic and wall clock).
         self._taken = (0.0, 0.0)
-        self._inode = -1
         self.waited = False
         #: Set by the heartbeat when the file is no longer this lock's (it was
         #: broken as stale while this process was suspended, say).
@@ -1182,14 +1222,13 @@ class TargetLock:
 
     def _create(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = self._open_new()
         except FileExistsError:
             return False
         except OSError as exc:
             raise disk_error(exc, self.path, "create the lock file") from exc
         try:
             os.write(fd, self._content().encode())
-            self._inode = os.fstat(fd).st_ino
         except OSError as exc:
             _remove(self.path)  # a full disk, say: no lock with nobody in it
             raise disk_error(exc, self.path, "write the lock file") from exc
@@ -1200,6 +1239,15 @@ class TargetLock:
         self._taken = (time.monotonic(), time.time())
         _hold(self)
         return True
+
+    def _open_new(self) -> int:
+        """``O_CREAT | O_EXCL`` the lock file, making the folders above it if missing."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            return os.open(self.path, flags, 0o644)
+        except (FileNotFoundError, NotADirectoryError):
+            make_parent_folders(self.path)  # raises, naming the folder, if it cannot be made
+        return os.open(self.path, flags, 0o644)
 
     def acquire(
         self,
@@ -1216,9 +1264,13 @@ class TargetLock:
         Interrupted
             When the process is being stopped.
         """
-        watch = _Watch(self.path[: -len(".lock")])
+        watch: _Watch | None = None
         while not self.try_acquire():
             check_interrupt()
+            if watch is None:
+                # Only once the lock is found taken: the usual free lock
+                # costs no stat of the files a waiter watches.
+                watch = _Watch(self.path[: -len(".lock")])
             if watch.stalled_for() > LOCK_WAIT_LIMIT:
                 raise self._wait_error()
             if not self.waited and on_wait is not None:
@@ -1254,13 +1306,21 @@ class TargetLock:
         DownloadError
             When it is not: another process took it over.
         """
-        since_mono, since_wall = self._taken
-        if (
-            time.monotonic() - since_mono >= LOCK_HEARTBEAT
-            or abs(time.time() - since_wall) >= LOCK_HEARTBEAT
-        ):
+        if not self._young():
             self.heartbeat()
         self.refresh()
+
+    def _young(self) -> bool:
+        """Taken less than a heartbeat ago by both clocks: no other process can have taken it over.
+
+        Taking a lock over needs :data:`LOCK_STALE_AFTER` of silence or a
+        holder that is gone; neither can be true of this process's lock so soon.
+        """
+        since_mono, since_wall = self._taken
+        return (
+            time.monotonic() - since_mono < LOCK_HEARTBEAT
+            and abs(time.time() - since_wall) < LOCK_HEARTBEAT
+        )
 
     def refresh(self, now: float = 0.0) -> None:
         """Called by the holder as data arrives: stop here if the download must.
@@ -1311,13 +1371,17 @@ class TargetLock:
         _let_go(self)
         if self._owner != _holder()[0] or self.lost:
             return  # a forked child's copy (the lock is its parent's), or another's now
-        # Still ours (not broken as stale and retaken meanwhile)? The same
-        # inode says so with one stat instead of reading it back.
-        try:
-            if os.stat(self.path).st_ino == self._inode:
-                _remove(self.path)
-        except OSError:
-            pass
+        # Still ours (not broken as stale and retaken meanwhile)? A young
+        # lock is (a small file's release is one unlink); an older one's
+        # token says so.
+        if not self._young():
+            try:
+                found = _read_lock(self.path)
+            except ForeignFile:
+                return
+            if found is None or _token(found) != self._token:
+                return
+        _remove(self.path)
 
     def _is_stale(self, found: tuple[dict[str, Any] | None, float] | None) -> bool:
         return found is not None and _abandoned(found, self._clock, self._observed)

@@ -1,0 +1,93 @@
+"""What one small file costs on the disk side (issue 14): the system calls of SPEC §3, no more.
+
+A batch of small files is bound by the CPU of one core, and every system
+call is also a release and a retake of the GIL: the count per file is the
+cost that the lock file, the ``.part``, the state check and the commit add
+to the standard library's own GET, read and write. These tests count the
+``os`` calls a download makes on the target's folder (not their time).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+
+import pytest
+
+import pyvo_dl
+from servers import FaultServer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Callable, Counter
+
+_COUNTED = ("stat", "lstat", "fstat", "open", "write", "close", "replace", "rename", "unlink")
+
+
+@pytest.fixture
+def disk_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The ``os`` calls of this thread on paths under ``tmp_path`` (and on descriptors)."""
+    counts: Counter[str] = collections.Counter()
+    folder = str(tmp_path)
+    me = threading.get_ident()
+
+    def counted(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            first = args[0] if args else None
+            on_path = isinstance(first, (str, os.PathLike)) and os.fspath(first).startswith(folder)
+            if threading.get_ident() == me and (on_path or isinstance(first, int)):
+                counts[name] += 1
+            return call(*args, **kwargs)
+
+        return wrapper
+
+    for name in _COUNTED:
+        monkeypatch.setattr(os, name, counted(name, getattr(os, name)))
+    return counts
+
+
+def test_a_small_file_costs_thirteen_disk_calls(
+    http_server: FaultServer, tmp_path: Path, disk_calls: Counter[str]
+) -> None:
+    body = os.urandom(16 * 1024)
+    first = http_server.add_file("/s/first.dat", body)
+    url = http_server.add_file("/s/f.dat", body)
+    pyvo_dl.http_download(first, tmp_path / "first.dat", progress=False)  # imports, connection
+    disk_calls.clear()
+    pyvo_dl.http_download(url, tmp_path / "f.dat", progress=False)
+    assert (tmp_path / "f.dat").read_bytes() == body
+    assert sorted(os.listdir(tmp_path)) == ["f.dat", "first.dat"]  # no lock, .part or state left
+    # stat: is the target a file, a folder, a FIFO, cached? (one for all four)
+    # open/write/close: the lock; open (ENOENT): a state to resume;
+    # lstat (ENOENT): a .part without one; open/fstat/write/close: the .part,
+    # in one write; lstat: its size and that it is the one written; replace;
+    # unlink: the lock, young and so still this download's.
+    assert dict(disk_calls) == {
+        "stat": 1,
+        "open": 3,
+        "write": 2,
+        "close": 2,
+        "lstat": 2,
+        "fstat": 1,
+        "replace": 1,
+        "unlink": 1,
+    }
+
+
+def test_a_missing_folder_is_made_when_the_lock_cannot_be_created(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    url = http_server.add_file("/s/deep.dat", b"deep")
+    target = tmp_path / "a" / "b" / "deep.dat"
+    assert pyvo_dl.http_download(url, target, progress=False) == str(target)
+    assert target.read_bytes() == b"deep"
+
+
+def test_a_file_in_place_of_the_folder_is_named(http_server: FaultServer, tmp_path: Path) -> None:
+    url = http_server.add_file("/s/x.dat", b"x")
+    (tmp_path / "a").write_bytes(b"not a folder")
+    with pytest.raises(pyvo_dl.DownloadError, match="create the folder") as caught:
+        pyvo_dl.http_download(url, tmp_path / "a" / "x.dat", progress=False)
+    assert str(tmp_path / "a") in str(caught.value)
