@@ -61,7 +61,7 @@ except ImportError:  # a Python built without OpenSSL: plain http still works
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import urllib.parse
-    from typing import Any, Callable, Mapping, Optional, Tuple, Union
+    from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Union
 
     Headers = Mapping[str, str]
     PoolKey = Tuple[str, str, int, Optional[str]]
@@ -410,8 +410,11 @@ class _Response(http.client.HTTPResponse):
         return int(digits, 16)
 
 
-def _check_answer(raw: _Response, timeout: float) -> None:
+def _check_answer(raw: _Response, timeout: float) -> list[tuple[str, str]]:
     """After ``begin()``: the head was whole, and its framing is one RFC 9112 allows.
+
+    Returns the header fields (obsolete line folding replaced by a space),
+    read once from the email parser's message.
 
     Raises
     ------
@@ -428,8 +431,9 @@ def _check_answer(raw: _Response, timeout: float) -> None:
     stray = _stray_line(message)
     if stray is not None:
         raise _Refused(f"a head line that is not a header field: {stray[:80]!r}")
-    codings = message.get_all("Transfer-Encoding") or []
-    lengths = message.get_all("Content-Length") or []
+    fields = message.items()
+    codings = [value for name, value in fields if name.lower() == "transfer-encoding"]
+    lengths = [value for name, value in fields if name.lower() == "content-length"]
     if codings and lengths:
         raise _Refused("both Transfer-Encoding and Content-Length (RFC 9112 section 6.3)")
     if codings:
@@ -442,7 +446,7 @@ def _check_answer(raw: _Response, timeout: float) -> None:
             # "5, 5" is one length (RFC 9110 section 8.6), which int() refused.
             raw.length = length
             raw.will_close = raw._check_close()  # type: ignore[attr-defined]
-    _unfold(message)
+    return _unfold(message, fields)
 
 
 def _stray_line(message: http.client.HTTPMessage) -> str | None:
@@ -475,17 +479,76 @@ def _content_length(values: list[str]) -> int:
     return int(pieces[0])
 
 
-def _unfold(message: http.client.HTTPMessage) -> None:
-    """Replace obsolete line folding in field values by a space (RFC 9112 section 5.2)."""
-    items = message.items()
+def _unfold(
+    message: http.client.HTTPMessage, items: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Replace obsolete line folding in field values by a space (RFC 9112 section 5.2).
+
+    ``items`` are the message's fields; returned as they are when none is folded.
+    """
     if not any("\n" in value for _, value in items):
-        return
+        return items
     for name in {name for name, _ in items}:
         del message[name]
     for name, value in items:
         # Only CR LF and LF: splitlines() would also cut at NEL and other obs-text.
         parts = value.replace("\r\n", "\n").split("\n")
         message[name] = " ".join(part.strip(" \t") for part in parts)
+    return message.items()
+
+
+class AnswerHeaders:
+    """An answer's header fields, looked up by name in any case.
+
+    Built once per answer from the fields the email parser found (its
+    ``Message.get`` walks every field and lowers its name at each look-up,
+    a dozen times per small file). As ``Message``, :meth:`get` gives the
+    first of repeated fields, and :meth:`items` every field in order.
+
+    Parameters
+    ----------
+    fields : list of (str, str)
+        Name and value of each field, in the order received.
+    """
+
+    __slots__ = ("_fields", "_first")
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+        first: dict[str, str] = {}
+        for name, value in fields:
+            first.setdefault(name.lower(), value)
+        self._first = first
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of the first field called ``name`` (any case), else ``default``."""
+        return self._first.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str | None:
+        # As email.message.Message: None, not KeyError, for a missing field.
+        return self._first.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        """Every value of the fields called ``name``, in order; ``default`` when there is none."""
+        wanted = name.lower()
+        values = [value for field, value in self._fields if field.lower() == wanted]
+        return values or default
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every field, as (name, value), in the order received."""
+        return list(self._fields)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"AnswerHeaders({self._fields!r})"
 
 
 # -- connections ----------------------------------------------------------------
@@ -744,6 +807,8 @@ class StdlibResponse:
         The URL requested, for messages.
     release_to : callable
         Called with the connection when it can be reused.
+    headers : AnswerHeaders
+        Its header fields.
     """
 
     def __init__(
@@ -752,6 +817,7 @@ class StdlibResponse:
         raw: _Response,
         url: str,
         release_to: Callable[[_Connection], None],
+        headers: AnswerHeaders,
     ) -> None:
         self._conn: _Connection | None = conn
         self._raw = raw
@@ -760,7 +826,7 @@ class StdlibResponse:
         self.url = url
         self.status: int = raw.status
         self.reason: str = raw.reason
-        self.headers: Any = raw.msg
+        self.headers: Any = headers
         self._reader.hand_over = not raw.chunked
         self._spliced = False
 
@@ -1195,7 +1261,7 @@ class StdlibTransport:
             conn.request(method, target, headers=headers)
             conn.head_deadline = time.monotonic() + timeout
             raw = conn.getresponse()
-            _check_answer(raw, timeout)  # type: ignore[arg-type]
+            fields = _check_answer(raw, timeout)  # type: ignore[arg-type]
         except Exception as exc:
             stale = reused and _before_any_answer(conn, exc)
             conn.abandon()
@@ -1205,7 +1271,7 @@ class StdlibTransport:
         except BaseException:
             conn.abandon()
             raise
-        return StdlibResponse(conn, raw, url, self._put_idle)  # type: ignore[arg-type]
+        return StdlibResponse(conn, raw, url, self._put_idle, AnswerHeaders(fields))  # type: ignore[arg-type]
 
 
 def _before_any_answer(conn: _Connection, exc: Exception) -> bool:

@@ -91,3 +91,41 @@ def test_a_file_in_place_of_the_folder_is_named(http_server: FaultServer, tmp_pa
     with pytest.raises(pyvo_dl.DownloadError, match="create the folder") as caught:
         pyvo_dl.http_download(url, tmp_path / "a" / "x.dat", progress=False)
     assert str(tmp_path / "a") in str(caught.value)
+
+
+def test_an_answers_headers_read_as_the_email_parsers_message(
+    raw_server_factory: Callable[..., Any],
+) -> None:
+    """``AnswerHeaders``, made once per answer, gives what ``http.client``'s message gives."""
+    import email.parser
+    import http.client
+
+    from pyvo_dl import _transport
+
+    head = (
+        b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Twice: first\r\nETag: "e"\r\n'
+        b"x-twice: second\r\nVia: a,\r\n b\r\n\r\nok"
+    )
+
+    def handler(conn: Any, request: bytes) -> None:
+        conn.sendall(head)
+
+    server = raw_server_factory(handler)
+    transport = _transport.StdlibTransport(proxies={})
+    response = transport.request("GET", server.url("/h"), {}, 5.0)
+    try:
+        headers = response.headers
+        text = head.split(b"\r\n", 1)[1].split(b"\r\n\r\n")[0].decode("iso-8859-1")
+        message = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text + "\r\n\r\n")
+        for name in ("x-twice", "X-TWICE", "etag", "content-length", "missing"):
+            assert headers.get(name) == message.get(name)
+            assert headers[name] == message[name]
+            assert headers.get_all(name) == message.get_all(name)
+            assert (name in headers) == (name in message)
+        assert headers.get("missing", "none") == "none"
+        assert headers.get("via") == "a, b"  # obsolete folding: one space (RFC 9112 5.2)
+        assert [n for n, _ in headers.items()] == [n for n, _ in message.items()]
+        assert response.read() == b"ok"
+    finally:
+        response.close()
+        transport.close()
