@@ -262,10 +262,17 @@ def open_url(
     for _ in range(_httputil.MAX_REDIRECTS + 1):
         headers = _request_headers(request, method, url, extra)
         response = transport.request(method, url, headers, request.timeout)
-        location = response.headers.get("Location")
-        if not (
-            request.follow_redirects and _httputil.is_redirect_status(response.status) and location
-        ):
+        try:
+            location = response.headers.get("Location")
+            redirected = (
+                request.follow_redirects
+                and _httputil.is_redirect_status(response.status)
+                and location
+            )
+        except BaseException:
+            response.close()  # Ctrl-C before the caller holds the answer
+            raise
+        if not redirected:
             return response
         drain(response)
         try:
