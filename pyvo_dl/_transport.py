@@ -410,7 +410,7 @@ class _Response(http.client.HTTPResponse):
         return int(digits, 16)
 
 
-def _check_answer(raw: _Response, timeout: float) -> list[tuple[str, str]]:
+def _check_answer(raw: _Response, timeout: float) -> AnswerHeaders:
     """After ``begin()``: the head was whole, and its framing is one RFC 9112 allows.
 
     Returns the header fields (obsolete line folding replaced by a space),
@@ -431,9 +431,9 @@ def _check_answer(raw: _Response, timeout: float) -> list[tuple[str, str]]:
     stray = _stray_line(message)
     if stray is not None:
         raise _Refused(f"a head line that is not a header field: {stray[:80]!r}")
-    fields = message.items()
-    codings = [value for name, value in fields if name.lower() == "transfer-encoding"]
-    lengths = [value for name, value in fields if name.lower() == "content-length"]
+    headers = AnswerHeaders(message.items())
+    codings = headers.get_all("Transfer-Encoding", [])
+    lengths = headers.get_all("Content-Length", [])
     if codings and lengths:
         raise _Refused("both Transfer-Encoding and Content-Length (RFC 9112 section 6.3)")
     if codings:
@@ -446,7 +446,7 @@ def _check_answer(raw: _Response, timeout: float) -> list[tuple[str, str]]:
             # "5, 5" is one length (RFC 9110 section 8.6), which int() refused.
             raw.length = length
             raw.will_close = raw._check_close()  # type: ignore[attr-defined]
-    return _unfold(message, fields)
+    return _unfold(message) if headers.folded else headers
 
 
 def _stray_line(message: http.client.HTTPMessage) -> str | None:
@@ -479,22 +479,16 @@ def _content_length(values: list[str]) -> int:
     return int(pieces[0])
 
 
-def _unfold(
-    message: http.client.HTTPMessage, items: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Replace obsolete line folding in field values by a space (RFC 9112 section 5.2).
-
-    ``items`` are the message's fields; returned as they are when none is folded.
-    """
-    if not any("\n" in value for _, value in items):
-        return items
+def _unfold(message: http.client.HTTPMessage) -> AnswerHeaders:
+    """Replace obsolete line folding in field values by a space (RFC 9112 section 5.2)."""
+    items = message.items()
     for name in {name for name, _ in items}:
         del message[name]
     for name, value in items:
         # Only CR LF and LF: splitlines() would also cut at NEL and other obs-text.
         parts = value.replace("\r\n", "\n").split("\n")
         message[name] = " ".join(part.strip(" \t") for part in parts)
-    return message.items()
+    return AnswerHeaders(message.items())
 
 
 class AnswerHeaders:
@@ -511,14 +505,26 @@ class AnswerHeaders:
         Name and value of each field, in the order received.
     """
 
-    __slots__ = ("_fields", "_first")
+    __slots__ = ("_all", "_fields", "_first", "folded")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self._fields = fields
         first: dict[str, str] = {}
+        every: dict[str, list[str]] = {}
+        folded = False
         for name, value in fields:
-            first.setdefault(name.lower(), value)
+            key = name.lower()
+            if key in first:
+                every[key].append(value)
+            else:
+                first[key] = value
+                every[key] = [value]
+            if "\n" in value:
+                folded = True
         self._first = first
+        self._all = every
+        #: Whether a value holds obsolete line folding (a line break).
+        self.folded = folded
 
     def get(self, name: str, default: Any = None) -> Any:
         """The value of the first field called ``name`` (any case), else ``default``."""
@@ -533,9 +539,8 @@ class AnswerHeaders:
 
     def get_all(self, name: str, default: Any = None) -> Any:
         """Every value of the fields called ``name``, in order; ``default`` when there is none."""
-        wanted = name.lower()
-        values = [value for field, value in self._fields if field.lower() == wanted]
-        return values or default
+        values = self._all.get(name.lower())
+        return list(values) if values else default
 
     def items(self) -> list[tuple[str, str]]:
         """Every field, as (name, value), in the order received."""
@@ -1261,7 +1266,7 @@ class StdlibTransport:
             conn.request(method, target, headers=headers)
             conn.head_deadline = time.monotonic() + timeout
             raw = conn.getresponse()
-            fields = _check_answer(raw, timeout)  # type: ignore[arg-type]
+            answer_headers = _check_answer(raw, timeout)  # type: ignore[arg-type]
         except Exception as exc:
             stale = reused and _before_any_answer(conn, exc)
             conn.abandon()
@@ -1271,7 +1276,7 @@ class StdlibTransport:
         except BaseException:
             conn.abandon()
             raise
-        return StdlibResponse(conn, raw, url, self._put_idle, AnswerHeaders(fields))  # type: ignore[arg-type]
+        return StdlibResponse(conn, raw, url, self._put_idle, answer_headers)  # type: ignore[arg-type]
 
 
 def _before_any_answer(conn: _Connection, exc: Exception) -> bool:
