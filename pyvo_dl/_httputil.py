@@ -19,7 +19,9 @@ import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Final, Mapping, NamedTuple
+    from typing import Callable, Final, Mapping, NamedTuple, TypeVar
+
+    T = TypeVar("T")
 
 __all__ = [
     "HIDDEN",
@@ -179,6 +181,29 @@ def _reason(error: ValueError, url: str) -> str:
     return "a password with '#', '?' or '/' in it must have them percent-encoded (%23, %3F, %2F)"
 
 
+#: The last URLs split: one download splits its URL three times (the check,
+#: the origin, the request), and a batch's URLs are each new.
+_SPLITS: dict[str, tuple[str, str, str, str, str, int | None] | None] = {}
+_MAX_SPLITS = 64
+
+
+def _remembered(cache: dict[str, T], limit: int, url: str, compute: Callable[[str], T]) -> T:
+    """``compute(url)``, remembered in ``cache`` (emptied when it holds ``limit``).
+
+    A plain dict: its look-ups and stores are atomic between threads, and
+    two threads computing the same answer at once store the same value.
+    """
+    try:
+        return cache[url]
+    except KeyError:
+        pass
+    answer = compute(url)
+    if len(cache) >= limit:
+        cache.clear()
+    cache[url] = answer
+    return answer
+
+
 def split_plain(url: str) -> tuple[str, str, str, str, str, int | None] | None:
     """Split a plain URL as urllib.parse does; None for one that is not plain.
 
@@ -201,6 +226,10 @@ def split_plain(url: str) -> tuple[str, str, str, str, str, int | None] | None:
     >>> split_plain("https://user@archive.example/") is None
     True
     """
+    return _remembered(_SPLITS, _MAX_SPLITS, url, _split_plain)
+
+
+def _split_plain(url: str) -> tuple[str, str, str, str, str, int | None] | None:
     if not (url.isascii() and url.isprintable()) or not _NOT_PLAIN.isdisjoint(url):
         return None
     scheme, sep, rest = url.partition("://")
@@ -733,15 +762,7 @@ _MAX_ORIGINS = 256
 
 def _origin(url: str) -> tuple[str, str, int | None] | None:
     # Every request compares its URL with the first one: remember the answers.
-    try:
-        return _ORIGINS[url]
-    except KeyError:
-        pass
-    origin = _parse_origin(url)
-    if len(_ORIGINS) >= _MAX_ORIGINS:
-        _ORIGINS.clear()
-    _ORIGINS[url] = origin
-    return origin
+    return _remembered(_ORIGINS, _MAX_ORIGINS, url, _parse_origin)
 
 
 def _parse_origin(url: str) -> tuple[str, str, int | None] | None:

@@ -1001,6 +1001,20 @@ def _holder() -> tuple[int, str, str, str | None]:
     return _HOLDER
 
 
+_HOLDER_JSON: list[str] = []
+
+
+def _holder_json() -> str:
+    """The lock file's JSON up to its token's value: ``{"pyvo_dl": "lock", ..., "token":``."""
+    if not _HOLDER_JSON:
+        pid, host, _, started = _holder()
+        content: dict[str, Any] = {MARKER: LOCK_MARK, "host": host, "pid": pid}
+        if started is not None:
+            content["started"] = started
+        _HOLDER_JSON.append(json.dumps(content)[:-1] + ', "token": ')
+    return _HOLDER_JSON[0]
+
+
 _BOOT_ID: list[str] = []
 
 
@@ -1150,6 +1164,7 @@ def _after_fork_in_child() -> None:
     # a lock held by another thread at the fork would never be released.
     global _HOLDER, _HELD_LOCK
     _HOLDER = None
+    _HOLDER_JSON.clear()
     _HELD_LOCK = threading.Lock()
     _HELD.clear()
     _BEATING.clear()
@@ -1198,12 +1213,9 @@ class TargetLock:
         self._seen: tuple[Any, float, float] | None = None
 
     def _content(self) -> str:
-        pid, host, _, started = _holder()
-        content: dict[str, Any] = {MARKER: LOCK_MARK, "host": host, "pid": pid}
-        if started is not None:
-            content["started"] = started
-        content["token"] = self._token
-        return json.dumps(content)
+        # The same JSON as json.dumps of {marker, host, pid, started, token}:
+        # all but the token is this process's, written out once.
+        return f"{_holder_json()}{json.encoder.encode_basestring_ascii(self._token)}}}"
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free (or stale); return whether it was taken.

@@ -129,3 +129,36 @@ def test_an_answers_headers_read_as_the_email_parsers_message(
     finally:
         response.close()
         transport.close()
+
+
+def test_the_lock_is_written_as_json_dumps_writes_it(tmp_path: Path) -> None:
+    """The lock's JSON, all but the token made once per process, is json.dumps's (and a child's own)."""
+    import json
+
+    from pyvo_dl import _partfile
+
+    def expected(lock: _partfile.TargetLock) -> str:
+        pid, host, _, started = _partfile._holder()
+        content: dict[str, Any] = {"pyvo_dl": "lock", "host": host, "pid": pid}
+        if started is not None:
+            content["started"] = started
+        content["token"] = lock._token
+        return json.dumps(content)
+
+    lock = _partfile.TargetLock(str(tmp_path / "x.fits"))
+    assert lock._content() == expected(lock)
+    assert json.loads(lock._content())["pid"] == os.getpid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's verdict goes through the pipe
+        try:
+            mine = _partfile.TargetLock(str(tmp_path / "y.fits"))
+            good = mine._content() == expected(mine)
+            good = good and json.loads(mine._content())["pid"] == os.getpid()
+            os.write(write, b"1" if good else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
