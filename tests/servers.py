@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_LAST_MODIFIED",
     "S3_READ_POLICY",
     "AwsKeys",
+    "Budget",
     "Fault",
     "FaultServer",
     "LoopbackGuard",
@@ -233,6 +234,27 @@ class _Object:
     exact: bool
 
 
+class Budget:
+    """Body bytes a fault lets out over all the answers it applies to (``set_fault(budget=)``).
+
+    Once spent, every answer holds where it is until the server stops: a
+    client that then received exactly ``total`` bytes (and had the time to
+    write them) can be killed at an exact point of a parallel download.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+        self._lock = threading.Lock()
+
+    def take(self, wanted: int) -> int:
+        """Up to ``wanted`` bytes from what is left: what may be sent now."""
+        with self._lock:
+            granted = min(wanted, self.left)
+            self.left -= granted
+            return granted
+
+
 @dataclass
 class Fault:
     """A fault switched on for one path; see :meth:`FaultServer.set_fault`.
@@ -256,6 +278,7 @@ class Fault:
     delay: float | None = None
     gate: threading.Event | None = None
     gate_after: int = 0
+    budget: Budget | None = None
     head_status: int | None = None
     content_type: str | None = None
     content_disposition: str | None = None
@@ -502,6 +525,11 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
             stop = min(pos + step, limit, stall_at if stall_at is not None else limit)
             if gate_at is not None:
                 stop = min(stop, gate_at)
+            if fx.budget is not None:
+                stop = pos + fx.budget.take(stop - pos)
+                if stop == pos:
+                    self.wfile.flush()
+                    self._hold()
             self._write(body[pos:stop], chunked=fx.chunked)
             pos = stop
             if fx.trickle:
@@ -526,6 +554,11 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
     def _wait(self, seconds: float) -> None:
         if self.server.owner.stopping.wait(seconds):
             raise _StopResponse
+
+    def _hold(self) -> None:
+        """Send nothing more, until stop() (a budget spent)."""
+        while True:
+            self._wait(1.0)
 
     def _wait_for(self, gate: threading.Event) -> None:
         """Hold the answer until the test opens ``gate`` (20 s at most, or stop())."""
@@ -883,6 +916,7 @@ class FaultServer:
         delay: float | None = None,
         gate: threading.Event | None = None,
         gate_after: int = 0,
+        budget: int | None = None,
         head_status: int | None = None,
         content_type: str | None = None,
         content_disposition: str | None = None,
@@ -949,6 +983,12 @@ class FaultServer:
             after ``gate_after`` body bytes. What lets a test act (remove a
             file, replace one) at an exact point of a download, where a
             real server would just be slow.
+        budget
+            Send at most this many body bytes in all, over every answer the
+            fault applies to (the parallel ranges of a download together),
+            then hold each answer until stop(): a slow server that stopped
+            sending, at an exact point of the whole object. The
+            :class:`Budget` is the returned fault's ``budget``.
         head_status
             Answer HEAD with this status and no body (405: HEAD refused).
         content_type, content_disposition
@@ -988,6 +1028,7 @@ class FaultServer:
             delay=delay,
             gate=gate,
             gate_after=gate_after,
+            budget=None if budget is None else Budget(budget),
             head_status=head_status,
             content_type=content_type,
             content_disposition=content_disposition,

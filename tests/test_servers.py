@@ -313,6 +313,32 @@ def test_gate_holds_the_answer_until_set(server: FaultServer) -> None:
     assert got[0].body == DATA
 
 
+def test_budget_is_shared_by_every_answer_then_holds(server: FaultServer) -> None:
+    """Two answers together send exactly the budget, then both hold (until stop())."""
+    fault = server.set_fault(PATH, budget=300)
+
+    def held(range_header: str) -> None:
+        with pytest.raises(http.client.IncompleteRead):  # cut by stop(), still held
+            fetch(server, PATH, {"Range": range_header})
+
+    threads = [threading.Thread(target=held, args=(r,)) for r in ("bytes=0-511", "bytes=512-")]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while sum(r.bytes_sent for r in server.requests_for(PATH)) < 300:
+        assert time.monotonic() < deadline, "the budget was never spent"
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(0.3)
+    assert all(thread.is_alive() for thread in threads)  # held, not finished
+    assert sum(r.bytes_sent for r in server.requests_for(PATH)) == 300
+    assert fault.budget is not None
+    assert fault.budget.left == 0
+    server.stop()
+    for thread in threads:
+        thread.join(10)
+
+
 def test_omit_headers_leaves_validators_out(server: FaultServer) -> None:
     server.set_fault(PATH, omit_headers=("ETag",))
     for method in ("GET", "HEAD"):
