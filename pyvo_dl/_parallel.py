@@ -5,9 +5,12 @@ finish together (a queue of small parts leaves connections idle in its last
 wave). Each range is one ranged GET whose body the engine's body loop
 writes into a preallocated ``.part`` at the range's place, retried by the
 one retry loop from the byte it reached. The part map in ``.part.json``
-records how far each range got, so an interrupted download resumes only
-what is missing; ``If-Range`` (S3: ``If-Match``) on every request makes
-sure no range comes from another version of the object. When one range
+records how far each range got, rewritten in place after every chunk
+(:class:`~._partfile.PartProgress`), so a download killed at any point
+resumes only what is missing, less at most one chunk per range;
+``If-Range`` (S3: ``If-Match``) on every request, and the validators every
+``206`` must repeat, make sure no range comes from another version of the
+object. When one range
 fails, the others stop at once: their answers are cut, their waits end.
 """
 
@@ -19,7 +22,7 @@ import time
 from . import _exchange, _httputil
 from ._errors import DownloadError
 from ._exchange import Stopped
-from ._partfile import PartFile, PartRange, PartVanished, Writer
+from ._partfile import PartFile, PartProgress, PartRange, PartVanished, Writer
 from ._transport import ConnectionFault
 
 TYPE_CHECKING = False
@@ -36,8 +39,6 @@ MIN_PART_SIZE = 4 * 1024 * 1024
 #: The engine's first request asks for this much from byte 0: a smaller
 #: object comes whole in one answer, a larger one tells its size and is split.
 FIRST_PART = 8 * 1024 * 1024
-#: How often (bytes per range) the part map is written to disk.
-_SAVE_EVERY = 8 * 1024 * 1024
 
 
 class ObjectChanged(Exception):
@@ -93,11 +94,12 @@ class ParallelDownload:
         self._stop = threading.Event()
         #: The answers being read now, cut when a range fails.
         self._reading: set[Response] = set()
-        self._unsaved = 0
         self._done = sum(p.done for p in self.parts)
         self.sink: Any = None
         #: The engine's first answer when it is the whole object (S3's first GET).
         self._whole_answer: Response | None = None
+        #: Keeps the part map on disk current, from the first byte on.
+        self.progress: PartProgress | None = None
 
     # -- the run --------------------------------------------------------------
 
@@ -115,10 +117,13 @@ class ParallelDownload:
         if first_answer is not None and first_answer.status == 200:
             self._whole_answer = first_answer
 
+        progress = None
         try:
-            self.part.save_state(self.state)
+            progress = self.progress = self.part.save_progress(self.state)
             fd = self.part.open_preallocated(self.size, kept=self._done)
         except BaseException:
+            if progress is not None:
+                progress.close()
             if first_answer is not None:
                 first_answer.close()
             raise
@@ -129,7 +134,8 @@ class ParallelDownload:
         try:
             errors = self._run_ranges(ThreadPoolExecutor(max_workers=max(1, len(todo))), fd, todo,
                                       first_answer)  # fmt: skip
-            self._save()
+            progress.close()  # every count is on disk; the commit removes the file
+            progress = None
             if errors:
                 raise _first_cause(errors)
             os.close(fd)
@@ -139,6 +145,8 @@ class ParallelDownload:
         finally:
             if fd >= 0:
                 os.close(fd)
+            if progress is not None:
+                progress.close()
             if not ok and not self._done:
                 # Not one byte arrived: keep no reservation of the announced
                 # size (it may be a lie) and nothing to resume.
@@ -176,20 +184,14 @@ class ParallelDownload:
             pool.shutdown(wait=True)
         return errors
 
-    def _save(self) -> None:
-        with self._lock:
-            self._unsaved = 0
-            self.part.save_state(self.state)
-
     def _progress(self, part: PartRange, n: int) -> None:
+        """``n`` more bytes of ``part`` are in the ``.part``: say so on disk, then to the sink."""
         part.done += n
+        assert self.progress is not None  # run() made it before any range started
+        self.progress.record(part)
         with self._lock:
             self._done += n
-            self._unsaved += n
             self.sink.update(self._done)
-            save = self._unsaved >= _SAVE_EVERY
-        if save:
-            self._save()
         self.lock.refresh(time.time())
 
     def _stop_all(self) -> None:

@@ -377,6 +377,18 @@ def make_parent_folders(path: str) -> None:
         raise disk_error(exc, parent, "create the folder") from exc
 
 
+#: Characters of a part's ``done`` count in ``.part.json`` (any int64 fits).
+DONE_WIDTH: Final = 20
+#: A count never crosses a multiple of this (the smallest page size): its
+#: in-place rewrite is then one page's copy, never cut by a kill.
+_SLOT_PAGE = 4096
+
+
+def format_done(done: int) -> str:
+    """A part's ``done`` count as its fixed-width field in ``.part.json``."""
+    return f"{done:>{DONE_WIDTH}}"
+
+
 @dataclass
 class PartRange:
     """One range of a parallel download: ``start`` to ``end`` (inclusive), ``done`` bytes in.
@@ -439,14 +451,38 @@ class PartState:
 
     def to_json(self) -> str:
         """The JSON text of ``.part.json``, with the marker that makes it pyvo_dl's."""
+        return self.to_json_with_slots()[0]
+
+    def to_json_with_slots(self) -> tuple[str, dict[int, int]]:
+        """The JSON text, and where in it each part's ``done`` count is (by the part's start).
+
+        Each count is a right-aligned field of :data:`DONE_WIDTH` characters
+        (JSON allows the spaces) that never crosses a 4 KiB boundary, so
+        that :class:`PartProgress` can rewrite it in place with one small
+        write, which a killed process cannot leave half done. The text is
+        ASCII (``json.dumps`` escapes the rest): characters are bytes.
+        """
         fields = {
             MARKER: STATE_FORMAT, "identity": self.identity, "url": self.url,
             "validator": self.validator, "etag": self.etag, "size": self.size,
             "last_modified": self.last_modified,
             "checksums": [list(c) for c in self.checksums],
-            "parts": [[p.start, p.end, p.done] for p in self.parts],
         }  # fmt: skip
-        return json.dumps(fields)
+        pieces = [json.dumps(fields)[:-1], ', "parts": [']
+        length = sum(map(len, pieces))
+        slots: dict[int, int] = {}
+        for i, part in enumerate(self.parts):
+            head = f"{', ' if i else ''}[{part.start}, {part.end}, "
+            length += len(head)
+            pad = _SLOT_PAGE - length % _SLOT_PAGE
+            if pad < DONE_WIDTH:
+                head += " " * pad  # the count starts the next page
+                length += pad
+            slots[part.start] = length
+            pieces += [head, format_done(part.done), "]"]
+            length += DONE_WIDTH + 1
+        pieces.append("]}")
+        return "".join(pieces), slots
 
     @classmethod
     def from_json(cls, data: Any) -> PartState:
@@ -644,8 +680,26 @@ class PartFile:
 
     def save_state(self, state: PartState) -> None:
         """Record ``state`` atomically (write aside under a name no one else has, then replace)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+        os.close(self._save(state.to_json()))
+
+    def save_progress(self, state: PartState) -> PartProgress:
+        """Record ``state`` (with its part map) atomically; what then keeps its counts current.
+
+        The returned :class:`PartProgress` holds the state file open and
+        rewrites each part's ``done`` count in place as its bytes are
+        written: a process killed at any point leaves a map that is behind
+        the ``.part`` by at most the chunk each range was writing, at the
+        cost of one small ``pwrite`` per chunk (a whole new state file per
+        chunk, written aside and renamed, costs a hundred times more).
+        """
+        text, slots = state.to_json_with_slots()
+        return PartProgress(self._save(text), slots, self.state_path)
+
+    def _save(self, text: str) -> int:
+        """Write ``text`` aside, move it to the state's name; its fd, open for writing."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW
         tmp = ""
+        fd = -1
         try:
             for _ in range(5):
                 tmp = f"{self.state_path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
@@ -656,11 +710,15 @@ class PartFile:
                     continue
             else:
                 raise FileExistsError(errno.EEXIST, "no free name for the state", tmp)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(state.to_json())
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view) :]
             os.replace(tmp, self.state_path)
             self.has_state = True
+            return fd
         except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
             _remove(tmp)
             raise disk_error(exc, self.state_path, "write") from exc
 
@@ -843,6 +901,60 @@ class PartFile:
 
 #: os.pwrite: every POSIX system; elsewhere (Windows) a sequential writer seeks once.
 _PWRITE = getattr(os, "pwrite", None)
+
+
+class PartProgress:
+    """The ``done`` counts of a saved part map, rewritten in place as ranges advance.
+
+    Made by :meth:`PartFile.save_progress`. Each range calls :meth:`record`
+    after writing a chunk, so the map on disk never claims a byte that is
+    not in the ``.part`` (both writes are in the page cache, in that order,
+    when a process is killed) and is behind it by at most that chunk. A
+    state file replaced meanwhile (by a process that took the lock over)
+    is not written to: the writes go to the file this one saved.
+
+    Parameters
+    ----------
+    fd : int
+        The state file, open for writing.
+    slots : dict
+        Byte offset of each part's count in it, by the part's start.
+    path : str
+        The state file, for messages.
+    """
+
+    def __init__(self, fd: int, slots: dict[int, int], path: str) -> None:
+        self.fd = fd
+        self.slots = slots
+        self.path = path
+        if _PWRITE is None:  # seek and write must then not interleave
+            import threading  # noqa: PLC0415 - only where there is no pwrite
+
+            self._seeking: Any = threading.Lock()
+
+    def record(self, part: PartRange) -> None:
+        """Write ``part.done`` into its slot (after its bytes are in the ``.part``).
+
+        Raises
+        ------
+        DownloadError
+            Naming the state file.
+        """
+        field = format_done(part.done).encode("ascii")
+        offset = self.slots[part.start]
+        try:
+            if _PWRITE is not None:
+                _PWRITE(self.fd, field, offset)
+            else:
+                with self._seeking:
+                    os.lseek(self.fd, offset, os.SEEK_SET)
+                    os.write(self.fd, field)
+        except OSError as exc:
+            raise disk_error(exc, self.path, "write") from exc
+
+    def close(self) -> None:
+        """Close the state file (its counts stay as last recorded)."""
+        os.close(self.fd)
 
 
 class Writer:

@@ -527,6 +527,38 @@ def test_part_state_survives_its_file(state: Any) -> None:
     assert PartState.from_json(json.loads(state.to_json())) == state
 
 
+@given(_states(), st.data())
+def test_part_counts_rewritten_in_place_are_read_back(state: Any, data: Any) -> None:
+    """Each part's count rewritten at its slot is what the state file then says (issue 12.3)."""
+    import json
+
+    from pyvo_dl._partfile import DONE_WIDTH, PartState, format_done
+
+    text, slots = state.to_json_with_slots()
+    assert text == state.to_json()
+    raw = bytearray(text.encode("ascii"))
+    for part in state.parts:
+        offset = slots[part.start]
+        assert offset // 4096 == (offset + DONE_WIDTH - 1) // 4096  # one page
+        part.done = data.draw(st.integers(0, part.end - part.start + 1))
+        raw[offset : offset + DONE_WIDTH] = format_done(part.done).encode("ascii")
+    assert PartState.from_json(json.loads(bytes(raw))) == state
+
+
+@pytest.mark.parametrize("length", range(4000, 4100, 7))
+def test_no_part_count_crosses_a_page(length: int) -> None:
+    """A long URL pushes the counts across 4 KiB: each is moved to start the next page."""
+    from pyvo_dl._partfile import DONE_WIDTH, PartRange, PartState
+
+    parts = [PartRange(i * 100, i * 100 + 99, i) for i in range(8)]
+    state = PartState("u" * length, "u", None, '"e"', 800, parts=parts)
+    text, slots = state.to_json_with_slots()
+    for part in parts:
+        offset = slots[part.start]
+        assert offset // 4096 == (offset + DONE_WIDTH - 1) // 4096
+        assert int(text[offset : offset + DONE_WIDTH]) == part.done
+
+
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
