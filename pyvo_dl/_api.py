@@ -448,15 +448,19 @@ def http_download(
 
 def _tree_filters(recursive: Any, include: Any, exclude: Any, max_depth: Any) -> tuple[Any, ...]:
     """``include``, ``exclude``, ``max_depth`` checked; refused without ``recursive``."""
+    given = [n for n, v in (("include", include), ("exclude", exclude),
+                            ("max_depth", max_depth)) if v is not None]  # fmt: skip
+    if not recursive:
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} filter what recursive=True lists; without it there is "
+                "nothing to filter"
+            )
+        # What check_filters(None, None, None) gives, without importing
+        # _listing (and html.parser, 18 M instructions) for one file.
+        return (), (), None
     from . import _listing
 
-    if not recursive and (include is not None or exclude is not None or max_depth is not None):
-        given = [n for n, v in (("include", include), ("exclude", exclude),
-                                ("max_depth", max_depth)) if v is not None]  # fmt: skip
-        raise ValueError(
-            f"{', '.join(given)} filter what recursive=True lists; without it there is "
-            "nothing to filter"
-        )
     return _listing.check_filters(include, exclude, max_depth)
 
 

@@ -151,7 +151,7 @@ def test_import_is_light() -> None:
 #: never are, until something needs them (a checksum, a log handler,
 #: parallel ranges, an S3 listing, a session).
 NOT_FOR_A_PLAIN_DOWNLOAD = [
-    "hashlib", "zlib", "logging", "concurrent", "xml", "urllib.request", "typing",
+    "hashlib", "zlib", "logging", "concurrent", "xml", "urllib.request", "typing", "html.parser",
     "asyncio", "subprocess", "tempfile", "shutil", "botocore", "requests",
 ]  # fmt: skip
 
