@@ -141,7 +141,10 @@ def test_sigkill_then_resume_is_byte_identical(
     assert not target.exists()
     assert leftovers(target) == [".part", ".part.json", ".lock"]
     assert 2 * MiB <= kept < SIZE
-    assert kept % BUFFER == 0  # whole buffers only: nothing half-written
+    # Nothing half-written: the .part holds the file's own first bytes. Not
+    # whole buffers: a read hands over what came within 0.2 s, and on a
+    # loaded machine the trickle can fill less than a buffer in that time.
+    assert (tmp_path / "events.fits.part").read_bytes() == DATA[:kept]
     state = json.loads((tmp_path / "events.fits.part.json").read_text())
     assert state["size"] == SIZE
     first_sent = http_server.requests_for(PATH, "GET")[0].bytes_sent
