@@ -15,11 +15,11 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 
 from . import _auth, _httputil, _integrity, _partfile, _progress
 from ._errors import DownloadError, DownloadWarning, HTTPStatusError, IntegrityError
 from ._partfile import PartFile, PartState, disk_error, pause
+from ._records import Record
 from ._retry import DEFAULT_RETRIES, RetryPolicy
 from ._transport import ConnectionFault, TimeoutFault
 
@@ -97,8 +97,7 @@ def buffer() -> memoryview:
 _PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
 
 
-@dataclass
-class FetchRequest:
+class FetchRequest(Record):
     """Everything the engine needs to download one object to one file.
 
     Attributes
@@ -114,7 +113,8 @@ class FetchRequest:
         ``s3://bucket/key``); defaults to ``url``.
 
     The other fields are the download's options, as ``http_download`` and
-    ``aws_download`` take them, and what differs between HTTP and S3.
+    ``aws_download`` take them, and what differs between HTTP and S3: the
+    class attributes below are their defaults, each given by its name.
     """
 
     url: str
@@ -125,8 +125,8 @@ class FetchRequest:
     resume: bool = True
     retries: int = DEFAULT_RETRIES
     timeout: float = DEFAULT_TIMEOUT
-    headers: dict[str, str] = field(default_factory=dict)
-    checksums: list[Checksum] = field(default_factory=list)
+    headers: dict[str, str]
+    checksums: list[Checksum]
     progress: Any = True
     verbose: bool = False
     auth: tuple[str, str] | None = None
@@ -150,24 +150,40 @@ class FetchRequest:
     whole_first: bool = False
     user_agent: str = "pyvo-dl"
     #: A stop (SIGTERM, Ctrl-C: ``_partfile.interrupt``) cuts this sleep short.
-    sleep: Callable[[float], None] = pause
+    sleep: Callable[[float], None]  # pause (set per request: a function here would bind)
     rng: Callable[[], float] | None = None
     #: Host to ``.netrc`` credentials, shared by the items of one
     #: download_many call so that the file is looked for once per host.
     netrc_cache: dict[str, tuple[str, str] | None] | None = None
 
-    def __post_init__(self) -> None:
-        self.label = self.label or self.url
-        self.identity = self.identity or self.url
+    def __init__(self, url: str, target: str, **options: Any) -> None:
+        if not _REQUEST_OPTIONS.issuperset(options):
+            unknown = ", ".join(sorted(set(options) - _REQUEST_OPTIONS))
+            raise TypeError(f"FetchRequest() got unknown options: {unknown}")
+        self.url = url
+        self.target = target
+        self.headers = {}
+        self.checksums = []
+        self.sleep = pause
+        self.__dict__.update(options)
+        self.label = self.label or url
+        self.identity = self.identity or url
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+#: Every field of FetchRequest, in order (its annotations), and its options.
+FetchRequest._fields = tuple(FetchRequest.__annotations__)
+_REQUEST_OPTIONS = frozenset(FetchRequest._fields[2:])
+
+
+class ObjectInfo(Record):
     """What a HEAD (or ``Range: bytes=0-0``) probe learnt about the object."""
 
-    size: int | None
-    headers: Mapping[str, str]
-    url: str
+    _fields = ("size", "headers", "url")
+
+    def __init__(self, size: int | None, headers: Mapping[str, str], url: str) -> None:
+        self.size = size
+        self.headers = headers
+        self.url = url
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

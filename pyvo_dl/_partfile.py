@@ -35,7 +35,6 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from socket import gethostname
 
 try:
@@ -44,6 +43,7 @@ except ImportError:  # Windows: no splice either
     fcntl = None  # type: ignore[assignment]
 
 from ._errors import DownloadError
+from ._records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -389,16 +389,18 @@ def format_done(done: int) -> str:
     return f"{done:>{DONE_WIDTH}}"
 
 
-@dataclass
-class PartRange:
+class PartRange(Record):
     """One range of a parallel download: ``start`` to ``end`` (inclusive), ``done`` bytes in.
 
     In ``.part.json`` as ``[start, end, done]``.
     """
 
-    start: int
-    end: int
-    done: int = 0
+    _fields = ("start", "end", "done")
+
+    def __init__(self, start: int, end: int, done: int = 0) -> None:
+        self.start = start
+        self.end = end
+        self.done = done
 
     @property
     def next_byte(self) -> int:
@@ -411,8 +413,7 @@ class PartRange:
         return self.start + self.done <= self.end
 
 
-@dataclass
-class PartState:
+class PartState(Record):
     """What a ``.part`` was made from: enough for a later call to resume it safely (SPEC §3.2).
 
     Written to ``<target>.part.json`` as a JSON object with these names
@@ -440,14 +441,29 @@ class PartState:
         The ranges of a parallel download; empty for one stream.
     """
 
-    identity: str
-    url: str
-    validator: str | None
-    etag: str | None
-    size: int | None
-    last_modified: str | None = None
-    checksums: list[tuple[str, str]] = field(default_factory=list)
-    parts: list[PartRange] = field(default_factory=list)
+    _fields = (
+        "identity", "url", "validator", "etag", "size", "last_modified", "checksums", "parts",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        identity: str,
+        url: str,
+        validator: str | None,
+        etag: str | None,
+        size: int | None,
+        last_modified: str | None = None,
+        checksums: list[tuple[str, str]] | None = None,
+        parts: list[PartRange] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.url = url
+        self.validator = validator
+        self.etag = etag
+        self.size = size
+        self.last_modified = last_modified
+        self.checksums: list[tuple[str, str]] = [] if checksums is None else checksums
+        self.parts: list[PartRange] = [] if parts is None else parts
 
     def to_json(self) -> str:
         """The JSON text of ``.part.json``, with the marker that makes it pyvo_dl's."""
