@@ -201,6 +201,8 @@ class _Download:
         except ForeignFile as foreign:
             raise foreign_file_error(self.request.target, foreign) from None
         if size is not None and not self.part.has_state:
+            if self._left_by_a_killed_download(size):
+                return
             unnamed = ForeignFile(self.part.path, "no state file of a download names it")
             raise foreign_file_error(self.request.target, unnamed)
         if self.part.problem is not None:
@@ -227,6 +229,27 @@ class _Download:
             log_and_print_for(
                 self.request, f"Resuming {self.request.label} at byte {size} of {state.size}"
             )
+
+    def _left_by_a_killed_download(self, size: int) -> bool:
+        """Remove a stateless ``.part`` that a killed download wrote whole; whether it was.
+
+        A body of at most one buffer has no state file: it is read into
+        memory, written as the ``.part`` and moved onto the target at once.
+        A download killed between those two steps leaves that ``.part`` and
+        its lock; the lock of pyvo_dl's that this call took over from a
+        holder that is gone, with a ``.part`` of at most that size, proves
+        whose it was (docs/security.md).
+        """
+        holder = self.lock.took_over
+        if holder is None or size > _exchange.BUFFER_SIZE:
+            return False
+        log_and_print_for(
+            self.request,
+            f"Removed {self.part.path}: the whole body of a download (process "
+            f"{holder.get('pid')} on {holder.get('host')}) that ended before moving it into place",
+        )
+        self.part.discard()
+        return True
 
     def _checksums(self) -> list[Checksum]:
         return _exchange.announced_checksums(self.request, self.state)

@@ -1339,6 +1339,8 @@ class TargetLock:
         self.lost = False
         #: (token, mtime) of another host's lock and when this waiter first saw it.
         self._seen: tuple[Any, float, float] | None = None
+        #: The lock of pyvo_dl's this one replaced, its holder gone (host, pid...).
+        self.took_over: dict[str, Any] | None = None
 
     def _content(self) -> str:
         # The same JSON as json.dumps of {marker, host, pid, started, token}:
@@ -1557,6 +1559,7 @@ class TargetLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 return False
+            self.took_over = current[0] if current is not None else None
             return True
         finally:
             _remove(turn)

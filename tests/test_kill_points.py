@@ -39,7 +39,7 @@ import pytest
 
 import pyvo_dl
 from servers import FaultServer
-from test_resume_process import BUFFER, IN_FLIGHT, MiB, wait_for
+from test_resume_process import BUFFER, IN_FLIGHT, MiB, dead_pid, wait_for, write_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -382,3 +382,43 @@ def test_kill_while_bytes_arrive_costs_at_most_a_buffer_per_connection(
     assert case.target.read_bytes() == DATA
     assert case.leftovers() == []
     assert case.sent() - case.surplus() == SIZE - kept
+
+
+@pytest.mark.parametrize(
+    ("lock", "size", "removed"),
+    [("dead", BUFFER, True), (None, BUFFER, False), ("dead", BUFFER + 1, False)],
+    ids=["killed-before-the-rename", "no-lock", "larger-than-a-buffer"],
+)
+def test_small_body_killed_before_its_rename(
+    http_server: FaultServer,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    lock: str | None,
+    size: int,
+    removed: bool,
+) -> None:
+    """A body of at most a buffer has no state: killed between its .part and the rename.
+
+    What such a kill leaves (the soak met it): the whole body as ``.part``,
+    no ``.part.json``, the dead process's lock. The lock of pyvo_dl's taken
+    over proves the ``.part`` was that download's; without it, or larger
+    than such a body can be, the ``.part`` is someone else's and is kept.
+    """
+    data = DATA[: BUFFER // 2]
+    url = http_server.add_file(PATH, data)
+    target = tmp_path / KEY
+    part = tmp_path / (KEY + ".part")
+    part.write_bytes(b"\0" * size)
+    if lock == "dead":
+        write_lock(target, dead_pid())
+
+    if removed:
+        pyvo_dl.http_download(url, str(target), progress=False, verbose=True)
+        assert target.read_bytes() == data
+        assert not part.exists()
+        assert f"Removed {part}" in capsys.readouterr().out
+    else:
+        with pytest.raises(pyvo_dl.DownloadError, match="not made by pyvo_dl"):
+            pyvo_dl.http_download(url, str(target), progress=False)
+        assert part.read_bytes() == b"\0" * size
+        assert not target.exists()
