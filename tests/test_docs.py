@@ -544,7 +544,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 def test_ci_runs_every_env_of_the_envlist() -> None:
-    """.ci/run's envs (README's python3 env plus the others) are tox's envlist (issue 16.1)."""
+    """.ci/run's envs (README's python3 env plus the others) are tox's envlist, and scale."""
     import configparser
 
     config = configparser.ConfigParser()
@@ -557,6 +557,9 @@ def test_ci_runs_every_env_of_the_envlist() -> None:
     loop = re.search(r"for env in ([^;]+); do", script)
     assert loop, "the loop over tox envs is gone from .ci/run"
     assert loop.group(1).split() == envlist
+    # The env out of the envlist (a contributor's `tox p`), run by CI all the same.
+    assert "testenv:scale" in config
+    assert '\nothers="scale,$others"\n' in script
 
 
 def test_tox_bench_comment_names_what_the_suite_installs() -> None:
