@@ -261,7 +261,14 @@ def _maybe_composite(lower: Mapping[str, str]) -> bool:
     kind = lower.get("x-amz-checksum-type", "").upper()
     if kind == "COMPOSITE":
         return True
-    return kind != "FULL_OBJECT" and _ends_with_part_count(lower.get("etag", "").strip('"'))
+    return kind != "FULL_OBJECT" and _is_multipart_etag(lower.get("etag", ""))
+
+
+def _is_multipart_etag(etag: str) -> bool:
+    # S3's: the MD5 of the parts' MD5s, "-", the part count. Not nginx's
+    # "<mtime hex>-<size hex>", whose size may well be all decimal digits.
+    digest, dash, count = etag.strip('"').partition("-")
+    return len(digest) == 32 and _is_hex(digest) and bool(dash) and count.isdigit()
 
 
 def unverified_s3_checksums(headers: Mapping[str, str]) -> list[str]:

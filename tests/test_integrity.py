@@ -235,6 +235,11 @@ def test_hashlib_is_imported_only_for_a_hashlib_checksum() -> None:
         # A multipart upload's value is the object's only when S3 says so
         # (moto's HEAD leaves the type and the part count out of a composite).
         ({"x-amz-checksum-sha256": b64(SHA256), "ETag": f'"{MD5}-2"'}, []),
+        # nginx's ETag (mtime-size in hex) is no multipart one, even all digits.
+        (
+            {"x-amz-checksum-sha256": b64(SHA256), "ETag": '"6565e4a1-10000000"'},
+            [Checksum("sha256", SHA256)],
+        ),
         (
             {
                 "x-amz-checksum-crc32": b64(CRC32),
