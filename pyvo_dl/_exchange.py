@@ -571,12 +571,7 @@ def read_body(
     Stopped
         When ``stop()`` said so.
     """
-    if (
-        verifier is None
-        and length is not None
-        and length >= BUFFER_SIZE
-        and _splices(response, sink)
-    ):
+    if verifier is None and length is not None and would_splice(response, sink, length):
         # The bytes that came with the head go through the buffer; the rest
         # straight from the socket into the file, inside the kernel. Not for
         # less than a buffer: the pipe's system calls would cost more.
@@ -618,11 +613,17 @@ def _copy_body(
         on_bytes(n)
 
 
-def _splices(response: Response, sink: Any) -> bool:
-    """Whether this body can go socket -> pipe -> file (os.splice, Linux, Python 3.10+)."""
+def would_splice(response: Response, sink: Any, length: int | None) -> bool:
+    """Whether :func:`read_body` without a verifier moves this body inside the kernel.
+
+    Socket -> pipe -> file with ``os.splice`` (Linux, Python 3.10+): a plain
+    socket, a sized body of at least one buffer, a sink that is a file.
+    """
     splice_source = getattr(response, "splice_source", None)  # a session's answer cannot
     return (
-        splice_source is not None
+        length is not None
+        and length >= BUFFER_SIZE
+        and splice_source is not None
         and callable(getattr(sink, "splice_pipe", None))
         and _partfile.can_splice()
         and splice_source() is not None
@@ -638,7 +639,7 @@ def _splice_body(
 ) -> None:
     """:func:`read_body` inside the kernel: a pipe of this body's own, closed with it."""
     pipe = sink.splice_pipe()
-    assert pipe is not None  # _splices said so
+    assert pipe is not None  # would_splice said so
     left = length
     with pipe:
         while left > 0:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import _exchange, _httputil
+from . import _exchange, _httputil, _integrity
 from ._errors import DownloadError
 from ._exchange import Stopped
 from ._partfile import PartFile, PartProgress, PartRange, PartVanished, Writer
@@ -100,6 +100,19 @@ class ParallelDownload:
         self._whole_answer: Response | None = None
         #: Keeps the part map on disk current, from the first byte on.
         self.progress: PartProgress | None = None
+        #: Each range's CRC as its bytes arrive, when the object's checksum is a
+        #: CRC and no range was begun by an earlier run: then the file is not
+        #: read back to verify it. Not where a body goes socket -> file inside
+        #: the kernel (plain http): that costs less than the copies the CRC
+        #: needs, and the file is read back once instead.
+        self._crcs = (
+            None
+            if self._done
+            else _integrity.RangeCrcs.for_download(
+                _exchange.announced_checksums(request, state),
+                [(p.start, p.end) for p in self.parts],
+            )
+        )
 
     # -- the run --------------------------------------------------------------
 
@@ -254,11 +267,16 @@ class ParallelDownload:
         start = part.next_byte
         end = self._end_of(part, response)
         self.part.check_still_there()  # the fd's file, after however long a wait
+        writer = Writer(fd, start, self.part.path)
+        crcs = self._crcs
+        if crcs is not None and _exchange.would_splice(response, writer, end + 1 - start):
+            self._crcs = crcs = None  # this body goes by the kernel: the file is read back
         _exchange.read_body(
             response,
-            Writer(fd, start, self.part.path),
+            writer,
             end + 1 - start,
             lambda n: self._progress(part, n),
+            None if crcs is None else crcs.hasher(part.start),
             stop=self._stop.is_set,
         )
 
@@ -299,7 +317,8 @@ class ParallelDownload:
         if any(p.missing for p in self.parts):
             raise DownloadError(f"{self.request.label}: ranges still missing")
         self.lock.check_held()  # no commit by a download whose lock was taken over
-        _exchange.verify_and_commit(self.request, self.part, self.state, None)
+        verifier = None if self._crcs is None else self._crcs.verifier()
+        _exchange.verify_and_commit(self.request, self.part, self.state, verifier)
 
 
 def _first_cause(errors: list[BaseException]) -> BaseException:

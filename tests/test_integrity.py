@@ -25,9 +25,11 @@ from pyvo_dl import _integrity
 from pyvo_dl._integrity import (
     FILE_BUFFER_SIZE,
     Checksum,
+    RangeCrcs,
     Verifier,
     checksums_from_s3_headers,
     crc32c,
+    crc_combine,
     file_digests,
     has_fast_crc32c,
     unverified_s3_checksums,
@@ -35,6 +37,7 @@ from pyvo_dl._integrity import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import random
     from typing import Mapping
 
 DATA = b"123456789"
@@ -493,3 +496,63 @@ def test_parse_accepts_every_real_digest(algorithm: str, data: bytes) -> None:
     actual = verifier.digests()[algorithm]
     assert Checksum.parse(f"{algorithm}:{actual}") == Checksum(algorithm, actual)
     assert Checksum.parse(f"{algorithm.upper()}:{actual.upper()}") == Checksum(algorithm, actual)
+
+
+# -- CRCs of a split download, combined (no second pass over the file) ------------------
+
+
+def _crc(algorithm: str, data: bytes) -> int:
+    return zlib.crc32(data) if algorithm == "crc32" else _integrity._crc32c_python(0, data)
+
+
+@pytest.mark.property
+@given(st.sampled_from(["crc32", "crc32c"]), st.binary(max_size=2048), st.binary(max_size=2048))
+def test_crc_combine_is_the_crc_of_the_concatenation(algorithm: str, a: bytes, b: bytes) -> None:
+    combined = crc_combine(algorithm, _crc(algorithm, a), _crc(algorithm, b), len(b))
+    assert combined == _crc(algorithm, a + b)
+
+
+def test_crc_combine_over_a_large_second_piece() -> None:
+    # Lengths of hundreds of MiB are what a split download combines.
+    a, b = b"head", bytes(40 * 1024 * 1024 + 7)
+    assert crc_combine("crc32", zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+@pytest.mark.property
+@given(
+    st.sampled_from(["crc32", "crc32c"]),
+    st.binary(min_size=1, max_size=4096),
+    st.lists(st.integers(min_value=1, max_value=4095), max_size=6),
+    st.randoms(use_true_random=False),
+)
+def test_range_crcs_verify_a_body_fed_range_by_range_in_any_order(
+    algorithm: str, data: bytes, cuts: list[int], rng: random.Random
+) -> None:
+    edges = sorted({0, *(c for c in cuts if c < len(data)), len(data)})
+    ranges = [(first, end - 1) for first, end in zip(edges, edges[1:])]
+    good = Checksum(algorithm, format(_crc(algorithm, data), "08x"))
+    crcs = RangeCrcs.for_download([good], ranges)
+    assert crcs is not None
+    for first, last in rng.sample(ranges, len(ranges)):
+        crcs.hasher(first).update(memoryview(data)[first : last + 1])
+    assert crcs.verifier().mismatches() == []
+    wrong = Checksum(algorithm, format(_crc(algorithm, data) ^ 1, "08x"))
+    bad = RangeCrcs.for_download([wrong], ranges)
+    assert bad is not None
+    for first, last in ranges:
+        bad.hasher(first).update(data[first : last + 1])
+    assert bad.verifier().mismatches() == [(wrong, good.expected)]
+
+
+@pytest.mark.parametrize(
+    "checksums",
+    [
+        [Checksum("sha256", "0" * 64)],
+        [Checksum("crc32", "0" * 8), Checksum("md5", "0" * 32)],
+        [Checksum("crc32", "0" * 8), Checksum("crc32c", "0" * 8)],
+        [],
+    ],
+)
+def test_range_crcs_only_for_one_crc(checksums: list[Checksum]) -> None:
+    """What cannot be combined (a SHA-256, an MD5, two CRCs) is read back in one pass."""
+    assert RangeCrcs.for_download(checksums, [(0, 9), (10, 19)]) is None
