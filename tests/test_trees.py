@@ -257,6 +257,23 @@ def test_a_loop_of_symbolic_links_ends_with_an_error_item(
     ]  # fmt: skip
 
 
+def test_the_cli_applies_its_repeated_filters_and_its_depth(
+    python_tree: tuple[PythonServer, str], tmp_path: Path
+) -> None:
+    """Each --include and --exclude counts, as wget's -A/-R and s5cmd's do; --max-depth too."""
+    server, root = python_tree
+    for relative, data in {
+        "x.txt": b"t", "old.txt": b"o", "readme.md": b"r", "a/z.fits": b"z",
+        "a/b/deep.fits": b"d",
+    }.items():  # fmt: skip
+        _write(os.path.join(root, "t", *relative.split("/")), data)
+    out = tmp_path / "o"
+    args = ["--include", "*.fits", "--include", "*.txt", "--exclude", "a/z*", "--exclude", "old*"]
+    assert main(["-q", "--recursive", *args, "--max-depth", "1", "-d", str(out),
+                 server.url("/t/")]) == 0  # fmt: skip
+    assert sorted(files_under(out)) == ["a/y.fits", "x.fits", "x.txt"]
+
+
 def test_a_listing_that_is_not_html_is_an_error_naming_it(
     http_server: FaultServer, tmp_path: Path
 ) -> None:
