@@ -11,10 +11,12 @@ path-style S3 endpoint (``If-Match``, as S3 answers a resume). Its
 ``budget`` sends exactly so many bytes of the object in all (every range
 together), then holds every answer, as a server that stopped sending; the
 client hands what it received to the file within 0.2 s, and is killed once
-it is there, so the rerun must ask for exactly the rest. A kill at any
-moment (a trickling server, killed while bytes arrive) may cost what each
-connection held in its buffer: at most one buffer (and what was in flight)
-per connection. The modes: a server that honours ``If-Range`` (nginx,
+it is there, so the rerun must ask for exactly the rest (less at most the
+buffer each connection was filling, where a body is hashed on its way). A
+kill at any moment (a trickling server, killed while bytes arrive) loses
+what was in the client's buffers and sockets, which a busy machine lets
+grow: there the rerun must ask for exactly what the file does not hold.
+The modes: a server that honours ``If-Range`` (nginx,
 Apache: a ``200`` when it fails), one that ignores it (aiohttp, tornado,
 twisted, many CDNs: a ``206`` with the new validators), and S3's
 ``If-Match`` (a ``412``) with the object's SHA-256 sent on every answer
@@ -39,7 +41,7 @@ import pytest
 
 import pyvo_dl
 from servers import FaultServer
-from test_resume_process import BUFFER, IN_FLIGHT, MiB, dead_pid, wait_for, write_lock
+from test_resume_process import BUFFER, MiB, dead_pid, wait_for, write_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ QUICK = {
     "test_rerun_after_the_object_changed_gives_the_new_object": {
         "http-c1-1.5MiB", "s3-semantics-c8-20MiB", "http-ignore-if-range-c8-20MiB",
     },
-    "test_kill_while_bytes_arrive_costs_at_most_a_buffer_per_connection": {
+    "test_kill_while_bytes_arrive_resumes_from_what_was_kept": {
         "http-c8", "s3-semantics-c8",
     },
 }  # fmt: skip
@@ -358,12 +360,12 @@ def test_rerun_after_the_object_changed_gives_the_new_object(
 
 @pytest.mark.parametrize(
     ("mode", "connections"),
-    _grid("test_kill_while_bytes_arrive_costs_at_most_a_buffer_per_connection", [None]),
+    _grid("test_kill_while_bytes_arrive_resumes_from_what_was_kept", [None]),
 )
-def test_kill_while_bytes_arrive_costs_at_most_a_buffer_per_connection(
+def test_kill_while_bytes_arrive_resumes_from_what_was_kept(
     server: FaultServer, tmp_path: pathlib.Path, mode: str, connections: int
 ) -> None:
-    """Killed at a moment bytes are arriving: lost at most one buffer (and its flight) per range."""
+    """Killed at a moment bytes are arriving: the rerun asks for exactly what was not kept."""
     case = Case(server, mode, connections, tmp_path)
     server.set_fault(PATH, trickle=TRICKLE, methods=["GET"])
     process = case.spawn()
@@ -371,10 +373,8 @@ def test_kill_while_bytes_arrive_costs_at_most_a_buffer_per_connection(
     server.clear_faults(PATH)
     if mode == "http-ignore-if-range":
         server.set_fault(PATH, ignore_if_range=True)
-    first_sent = case.sent()
-    ranges = len([r for r in server.requests_for(PATH, "GET") if r.bytes_sent])
     kept = case.kept()
-    assert first_sent - case.surplus() - ranges * (BUFFER + IN_FLIGHT) <= kept <= first_sent
+    assert kept <= case.sent() - case.surplus()  # never a byte it did not get
     server.reset_log()
 
     case.download()
