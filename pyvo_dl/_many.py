@@ -166,6 +166,9 @@ def plan_items(
     """
     planned: list[tuple[Any, Any, dict[str, Any]]] = []
     seen: dict[str, int] = {}
+    # The first item of each target, by what messages call it: an index
+    # alone means nothing to a command-line user, who never numbered them.
+    first_label: dict[str, str] = {}
     for index, raw in enumerate(items):
         item = _items.parse_item(raw, index)
         if item.error is not None:
@@ -187,11 +190,13 @@ def plan_items(
         key = os.path.normcase(os.path.abspath(target))
         if key in seen:
             error = ValueError(
-                f"{item.label!r} would be written to {target}, as item {seen[key]} is"
+                f"{item.label!r} would be written to {target}, "
+                f"as {first_label[key]!r} (item {seen[key]}) is"
             )
             planned.append((source, error, {}))
             continue
         seen[key] = index
+        first_label[key] = item.label
         planned.append((source, target, options))
     return _refuse_helper_targets(planned, seen)
 

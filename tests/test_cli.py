@@ -441,6 +441,20 @@ def test_failures_are_named_and_the_others_succeed(
     assert sorted(os.listdir(in_tmp)) == ["f00.fits", "f01.fits"]
 
 
+def test_two_sources_of_one_name_say_which_took_it(
+    http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second is refused naming the first by its URL, not by a 0-based index alone."""
+    first = http_server.add_file("/a/image.fits", DATA)
+    second = http_server.add_file("/b/image.fits", DATA[::-1])
+    assert main([first, second]) == 1
+    err = capsys.readouterr().err
+    (line,) = failure_lines(err)
+    assert_names_once(line, second)
+    assert f"would be written to image.fits, as {first!r} (item 0) is" in line
+    assert (in_tmp / "image.fits").read_bytes() == DATA
+
+
 def test_list_file_with_comments_blank_lines_and_local_paths(
     http_server: FaultServer, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

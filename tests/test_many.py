@@ -68,7 +68,7 @@ def test_mixed_results_never_stop_at_the_first_failure(
     assert isinstance(results[3], ValueError)
     assert isinstance(results[4], ValueError)
     assert isinstance(results[5], ValueError)
-    assert "item 1" in str(results[5])
+    assert f"as {good!r} (item 1) is" in str(results[5])
     assert isinstance(results[6], ValueError)
     assert (tmp_path / "renamed" / "copy.fits").read_bytes() == b"good"
 
