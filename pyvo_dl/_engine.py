@@ -185,6 +185,8 @@ class _Download:
         self.memory: _exchange.MemorySink | None = None
         #: Whether a body read into memory was written as the .part (no state names it).
         self.wrote_whole = False
+        #: A 200 that a range of a split resume got (the new object), to continue.
+        self.new_object: Response | None = None
 
     # -- state --------------------------------------------------------------
 
@@ -389,7 +391,10 @@ class _Download:
         raise _Restart("the object cannot be fetched in ranges (no validator): asking for it whole")
 
     def _split_whole(self, response: Response) -> None:
-        """Continue the ``200`` answer to a first GET of the whole object: split it, or stream it.
+        """Continue a ``200`` answer with the whole object: split it, or stream it.
+
+        The answer to a first GET of the whole object (S3), or the ``200``
+        that a range of a split resume got (the object changed).
 
         A large object is split into equal ranges; the first is the start of
         this answer's body, whose connection is closed once that range is
@@ -443,7 +448,14 @@ class _Download:
                 self._attempt()
                 return
             except (_Restart, _parallel.ObjectChanged) as restart:
-                self._restart_from_zero(str(restart))
+                answer = getattr(restart, "answer", None)
+                try:
+                    self._restart_from_zero(str(restart))
+                except BaseException:
+                    if answer is not None:
+                        answer.close()
+                    raise
+                self.new_object = answer
             except PartVanished as vanished:
                 self._restart_without(vanished)
 
@@ -480,6 +492,15 @@ class _Download:
 
     def _attempt(self) -> None:
         """One request; returns when the body is complete on disk (or committed)."""
+        answer, self.new_object = self.new_object, None
+        if answer is not None:
+            # A 200 to a range of a split resume: the new object whole, kept.
+            try:
+                self._split_whole(answer)
+            except BaseException:
+                answer.close()
+                raise
+            return
         if self.state is not None and self.state.parts:
             self._run_parallel(self.state)  # an earlier parallel run left its map: finish it
             return

@@ -42,7 +42,16 @@ FIRST_PART = 8 * 1024 * 1024
 
 
 class ObjectChanged(Exception):
-    """A range came back from another version of the object: start again."""
+    """A range came back from another version of the object: start again.
+
+    ``answer`` is the ``200`` that said so, unread, when it did: the new
+    object whole (``If-Range`` failed: nginx, Apache), which the engine
+    makes its new download instead of asking again (issue 12.1); else None.
+    """
+
+    def __init__(self, message: str, answer: Response | None = None) -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 def plan_parts(size: int, connections: int) -> list[PartRange]:
@@ -150,7 +159,7 @@ class ParallelDownload:
             progress.close()  # every count is on disk; the commit removes the file
             progress = None
             if errors:
-                raise _first_cause(errors)
+                raise _first_cause(errors)  # closes the answers of the others
             os.close(fd)
             fd = -1
             self._verify_and_commit()
@@ -256,6 +265,10 @@ class ParallelDownload:
         try:
             self._read_range(fd, part, response)
             response.release()
+        except ObjectChanged as changed:
+            if changed.answer is None:
+                response.close()
+            raise  # a 200 goes to the engine unread: the new object's download
         except BaseException:
             response.close()  # mid-body or refused: the connection cannot be reused
             raise
@@ -291,7 +304,8 @@ class ParallelDownload:
         if _httputil.is_transient_status(status):
             raise _exchange.transient_status(self.request, response)
         if status in (200, 412, 416):
-            raise ObjectChanged(f"HTTP {status} for a range of {self.request.label}")
+            answer = response if status == 200 else None
+            raise ObjectChanged(f"HTTP {status} for a range of {self.request.label}", answer)
         if status != 206:
             raise _exchange.error_for(self.request, response)
         content_range = _exchange.content_range(response)
@@ -322,7 +336,22 @@ class ParallelDownload:
 
 
 def _first_cause(errors: list[BaseException]) -> BaseException:
-    """The error to raise: a restart first, then the first real one."""
+    """The error to raise: a restart first, then the first real one.
+
+    The ``200`` answers that other ranges' errors hold are closed: one new
+    download at most is made of them.
+    """
+    cause = _pick_cause(errors)
+    for error in errors:
+        if error is not cause and isinstance(error, ObjectChanged) and error.answer is not None:
+            error.answer.close()
+    return cause
+
+
+def _pick_cause(errors: list[BaseException]) -> BaseException:
+    for error in errors:
+        if isinstance(error, ObjectChanged) and error.answer is not None:
+            return error
     for error in errors:
         if isinstance(error, (ObjectChanged, PartVanished)):
             return error
