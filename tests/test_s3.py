@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import warnings
 
 import pytest
@@ -122,6 +123,33 @@ def _multipart_upload(endpoint: str, key: str, parts: list[bytes], **kwargs: str
     )
 
 
+def _checksum_headers_of(endpoint: str, key: str) -> dict[str, str]:
+    """The ``x-amz-checksum-*`` headers moto sends to a whole-object GET that asks for them.
+
+    What moto sends for a multipart upload differs by version: 5.2 marks a
+    composite value with ``-N`` and keeps ``ChecksumType=FULL_OBJECT``; 5.1
+    sends the composite value unmarked, without ``x-amz-checksum-type``; 5.0
+    (the last for Python 3.8) sends none. The tests below check pyvo_dl's
+    answer to what was sent, and skip where nothing was.
+    """
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{endpoint}/{BUCKET}/{key}", headers={"x-amz-checksum-mode": "ENABLED"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        headers = {name.lower(): value for name, value in answer.headers.items()}
+    return {name: value for name, value in headers.items() if name.startswith("x-amz-checksum-")}
+
+
+def _skip_without(headers: dict[str, str], name: str, value: str | None = None) -> None:
+    if name not in headers or (value is not None and headers[name].upper() != value):
+        import moto
+
+        pytest.skip(f"moto {moto.__version__} sends no {name}{': ' + value if value else ''} "
+                    "to a GET of this multipart upload")  # fmt: skip
+
+
 @pytest.mark.parametrize("connections", [1, 4])
 def test_a_multipart_upload_with_a_checksum_of_its_parts_is_not_refused(
     s3_endpoint: str, in_tmp: Path, capsys: pytest.CaptureFixture[str], connections: int
@@ -129,13 +157,19 @@ def test_a_multipart_upload_with_a_checksum_of_its_parts_is_not_refused(
     """A multipart upload's SHA-256 is of its parts' SHA-256s (COMPOSITE): not verified, said so."""
     parts = [_data(5 * 1024 * 1024, seed=1), _data(4 * 1024 * 1024, seed=2)]
     _multipart_upload(s3_endpoint, "mp/obj.fits", parts, ChecksumAlgorithm="SHA256")
+    _skip_without(_checksum_headers_of(s3_endpoint, "mp/obj.fits"), "x-amz-checksum-sha256")
     path = pyvo_dl.aws_download(
         uri=f"s3://{BUCKET}/mp/obj.fits", endpoint_url=s3_endpoint, connections=connections,
         verbose=True, progress=False,
     )  # fmt: skip
     assert (in_tmp / path).read_bytes() == b"".join(parts)
     out = capsys.readouterr().out
-    assert "Not verified: x-amz-checksum-sha256 (COMPOSITE: of the parts" in out
+    # Either reason is right: marked COMPOSITE (moto 5.2, S3), or a multipart
+    # upload's value that nothing says is of the whole object (moto 5.1).
+    assert re.search(
+        r"Not verified: x-amz-checksum-sha256 \((COMPOSITE: of the parts|of a multipart upload)",
+        out,
+    ), out
 
 
 def test_a_multipart_upload_with_a_full_object_crc32_is_verified(
@@ -144,6 +178,9 @@ def test_a_multipart_upload_with_a_full_object_crc32_is_verified(
     parts = [_data(5 * 1024 * 1024, seed=3), _data(4 * 1024 * 1024, seed=4)]
     _multipart_upload(
         s3_endpoint, "full/obj.fits", parts, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+    )
+    _skip_without(
+        _checksum_headers_of(s3_endpoint, "full/obj.fits"), "x-amz-checksum-type", "FULL_OBJECT"
     )
     path = pyvo_dl.aws_download(
         uri=f"s3://{BUCKET}/full/obj.fits", endpoint_url=s3_endpoint, connections=4,
