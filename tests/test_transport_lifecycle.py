@@ -382,6 +382,54 @@ def test_a_spliced_body_leaves_no_pipe_and_no_pooled_connection(
     assert new == (4 if SPLICES else 0)  # without splice, one kept-alive connection serves all
 
 
+@pytest.mark.parametrize("path", ["splice", "buffer"])
+@pytest.mark.parametrize("connections", [1, 4])
+def test_no_write_into_a_part_is_larger_than_its_piece(
+    http_server: FaultServer,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    connections: int,
+) -> None:
+    """A body lands in the .part in pieces of at most WRITE_PIECE (large folios cost on VMs).
+
+    Every write into the file (pwrite of a buffer, splice out of the pipe)
+    is recorded; the body and the file are checked too.
+    """
+    from pyvo_dl import _partfile
+
+    if path == "splice" and not _partfile.can_splice():
+        pytest.skip("os.splice: Linux, Python 3.10+")
+    sizes: list[int] = []
+    if path == "buffer":
+        monkeypatch.setattr(_partfile, "_SPLICE", None)
+    else:
+        splice = _partfile._SPLICE
+        assert splice is not None
+
+        def recording_splice(src: int, dst: int, count: int, **kwargs: Any) -> int:
+            moved = splice(src, dst, count, **kwargs)
+            sizes.append(moved)
+            return moved
+
+        monkeypatch.setattr(_partfile, "_SPLICE", recording_splice)
+    pwrite = _partfile._PWRITE
+    if pwrite is not None:
+
+        def recording_pwrite(fd: int, data: Any, offset: int) -> int:
+            written = pwrite(fd, data, offset)
+            sizes.append(written)
+            return written
+
+        monkeypatch.setattr(_partfile, "_PWRITE", recording_pwrite)
+    ((url, data),) = _files(http_server, f"pieces-{path}-{connections}", 1, 40 * MiB + 5).items()
+    target = tmp_path / "big.fits"
+    pyvo_dl.http_download(url, str(target), progress=False, connections=connections)
+    assert target.read_bytes() == data
+    assert sum(sizes) >= len(data) - connections * MiB  # the recorders saw the body
+    assert max(sizes) <= _partfile.WRITE_PIECE
+
+
 def test_a_spliced_body_that_stalls_ends_at_the_timeout(
     http_server: FaultServer, tmp_path: pathlib.Path
 ) -> None:
