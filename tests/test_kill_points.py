@@ -323,7 +323,10 @@ def test_rerun_fetches_only_what_is_missing(
     assert case.leftovers() == []
     assert case.sent() - case.surplus() == SIZE - kept, case.log()
     gets = server.requests_for(PATH, "GET")
-    assert all(r.status == 206 for r in gets) or (kept == 0 and connections == 1)
+    # Nothing kept (the killed process had not written a byte of what was
+    # sent: it was still in its socket buffers) is a fresh download, whose
+    # first answer may be a 200: the stream, or S3's whole first GET.
+    assert all(r.status == 206 for r in gets) or kept == 0, case.log()
     if kept and connections == 1:
         assert [r.headers["range"] for r in gets] == [f"bytes={kept}-"]
 
