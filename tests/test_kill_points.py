@@ -41,7 +41,7 @@ import pytest
 
 import pyvo_dl
 from servers import FaultServer
-from test_resume_process import BUFFER, MiB, dead_pid, wait_for, write_lock
+from test_resume_process import BUFFER, MiB, dead_pid, sigkill_when, wait_for, write_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -257,15 +257,7 @@ def kill_when(
     dead process sent that the server reads only now must not be counted
     as the rerun's (a spent budget holds it; a trickle keeps it small).
     """
-    try:
-        wait_for(lambda: condition() or process.poll() is not None, what)
-        assert process.poll() is None, process.communicate()
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.communicate()
-    assert process.returncode == -signal.SIGKILL
+    sigkill_when(process, condition, what)
     seen: list[object] = []
 
     def settled() -> bool:

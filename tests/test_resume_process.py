@@ -31,6 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pathlib
     from collections.abc import Callable
+    from typing import Any
 
     from servers import FaultServer, RawHandler, RawServer
 
@@ -110,9 +111,14 @@ def kill_part_way(
 ) -> int:
     """Run a download in a process, SIGKILL it once ``at_least`` bytes are in the .part."""
     part = str(target) + ".part"
-    process = spawn(url, target)
+    sigkill_when(spawn(url, target), lambda: size_of(part) >= at_least, "the .part")
+    return size_of(part)
+
+
+def sigkill_when(process: subprocess.Popen[Any], condition: Callable[[], bool], what: str) -> None:
+    """SIGKILL ``process`` once ``condition()`` holds; it must still be running then."""
     try:
-        wait_for(lambda: size_of(part) >= at_least or process.poll() is not None, "the .part")
+        wait_for(lambda: condition() or process.poll() is not None, what)
         assert process.poll() is None, process.communicate()
         os.kill(process.pid, signal.SIGKILL)
     finally:
@@ -120,7 +126,6 @@ def kill_part_way(
             os.kill(process.pid, signal.SIGKILL)
         process.communicate()
     assert process.returncode == -signal.SIGKILL
-    return size_of(part)
 
 
 def leftovers(target: pathlib.Path) -> list[str]:
