@@ -537,18 +537,9 @@ def _http_request(
     ``name_folder``: without ``local_filepath``, the derived name goes in
     this folder rather than the current one (download_many's items).
     """
-    from . import _exchange, _httputil
+    from . import _exchange
 
-    if not isinstance(url, str):
-        raise ValueError(f"url must be a string, not {url!r}")
-    if url.lower().startswith("s3://"):
-        raise ValueError(
-            f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
-            "which picks by the scheme"
-        )
-    # Checked as given, so that a refusal quotes it as written (its password
-    # hidden); then user:password@ is taken out, never to be printed or logged.
-    url, from_url = _httputil.split_userinfo(_httputil.check_url(url))
+    url, from_url = _checked_url(url)
     if auth is None and from_url is not None:
         auth = from_url  # user:password@ in the URL, as curl and requests take it
     seconds = _check_common(timeout, retries, connections)
@@ -577,6 +568,22 @@ def _http_request(
     return request, transport
 
 
+def _checked_url(url: Any) -> tuple[str, tuple[str, str] | None]:
+    """The URL of an http(s) download, ready to request, and the ``user:password`` in it."""
+    from . import _httputil
+
+    if not isinstance(url, str):
+        raise ValueError(f"url must be a string, not {url!r}")
+    if url.lower().startswith("s3://"):
+        raise ValueError(
+            f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
+            "which picks by the scheme"
+        )
+    # Checked as given, so that a refusal quotes it as written (its password
+    # hidden); then user:password@ is taken out, never to be printed or logged.
+    return _httputil.split_userinfo(_httputil.check_url(url))
+
+
 # Options that only one kind of source takes: download() and download_many()
 # accept both kinds in one call and hand each item only its own.
 _S3_ONLY = frozenset(
@@ -592,6 +599,7 @@ _S3_ONLY = frozenset(
 _HTTP_ONLY = frozenset({"auth", "headers"})
 #: Options of the item, not of one source's download: the caller's order.
 _ITEM_ONLY = frozenset({"prefer"})
+_NOT_HTTP = _S3_ONLY | _ITEM_ONLY
 
 
 def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
@@ -600,7 +608,7 @@ def _drop(kwargs: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
 
 def _http_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The options of a mixed list that an http(s) item takes."""
-    options = _drop(kwargs, _S3_ONLY | _ITEM_ONLY)
+    options = _drop(kwargs, _NOT_HTTP)
     if not callable(getattr(options.get("session"), "request", None)):
         options.pop("session", None)  # a boto3 session is for the s3 items
     return options
@@ -1389,9 +1397,15 @@ class _BatchDownload:
     """
 
     def __init__(self, aws: _AwsHolder | None = None) -> None:
+        from . import _engine, _many
+
         self._transports: dict[int, Any] = {}
         self._netrc: dict[str, Any] = {}
         self._aws = aws or _AwsHolder()
+        self._fetch = _engine.fetch
+        self._name_in = _many.NameIn
+        #: The call's plain http(s) items' shared request, once one has run.
+        self._http: _HttpItems | None = None
 
     def aws_context(self) -> Any:
         """The call's AWS context, made at its first S3 item."""
@@ -1405,25 +1419,96 @@ class _BatchDownload:
 
     def _one(self, source: str, local_filepath: Any, kwargs: dict[str, Any]) -> str:
         """One source of an item, on the call's transports and AWS context."""
-        from . import _many
-
+        plain = (
+            local_filepath is not None
+            and not isinstance(local_filepath, self._name_in)
+            and source[:6].lower() in ("http:/", "https:")
+        )
+        shared = self._http
+        if plain and shared is not None:
+            request = shared.request_for(source, local_filepath, kwargs)
+            if request is not None:
+                return DownloadedPath(self._fetch(request, shared.transport), source)
         _batch().transports = self._transports
         try:
-            if (
-                local_filepath is None
-                or isinstance(local_filepath, _many.NameIn)
-                or source[:6].lower() not in ("http:/", "https:")
-            ):
+            if not plain:
                 with _AwsScope(self._aws):
                     return _item_download(source, local_filepath, **kwargs)
-            from . import _engine
-
             # The engine as for one call, with the call's .netrc answers.
             request, transport = _http_request(source, local_filepath, **_http_options(kwargs))
             request.netrc_cache = self._netrc
-            return DownloadedPath(_engine.fetch(request, transport), source)
+            if _HttpItems.can_share(source, transport):
+                self._http = _HttpItems(kwargs, request, transport)
+            return DownloadedPath(self._fetch(request, transport), source)
         finally:
             _batch().transports = None
+
+
+#: What one item of a download_many call has of its own among the options
+#: passed to its download: the call's other options are those of every item.
+_PER_ITEM = frozenset({"progress", "checksum", "prefer", "region"})
+_ABSENT = object()
+
+
+class _HttpItems:
+    """The request every plain http(s) item of one download_many call starts from.
+
+    The call's options (timeout, retries, headers, auth, TLS, ...) are the
+    same for each of its items: checked once, at the first item (by
+    `_http_request`, as for any call), and then copied into each item's
+    request with its own URL, path, progress sink and checksum. Checking
+    them again costs more than a small file's download.
+
+    Parameters
+    ----------
+    kwargs : dict
+        The first item's options, as the batch passed them.
+    request : FetchRequest
+        The first item's request, made from them.
+    transport : Transport
+        Its transport: the call's built-in one (a session's is made per origin).
+    """
+
+    def __init__(self, kwargs: dict[str, Any], request: FetchRequest, transport: Transport) -> None:
+        self.shared = {k: v for k, v in kwargs.items() if k not in _PER_ITEM}
+        self.request = request.for_item(request.url, request.target, request.progress, [])
+        self.transport = transport
+
+    @staticmethod
+    def can_share(source: str, transport: Transport) -> bool:
+        """Whether the other items' requests may copy the request of ``source``.
+
+        Not with a session's transport (one per origin), nor with
+        credentials from the URL (``user:password@``).
+        """
+        from ._transport import SessionTransport
+
+        return "@" not in source and not isinstance(transport, SessionTransport)
+
+    def request_for(
+        self, url: str, local_filepath: Any, kwargs: dict[str, Any]
+    ) -> FetchRequest | None:
+        """The request of one item with these options; None when it needs one of its own.
+
+        Its URL and path are checked here, as `_http_request` checks them;
+        the other options must be the very objects the first item had.
+        """
+        shared = self.shared
+        count = 0
+        for name, value in kwargs.items():
+            if name in _PER_ITEM:
+                continue
+            if shared.get(name, _ABSENT) is not value:
+                return None
+            count += 1
+        if count != len(shared):
+            return None
+        url, from_url = _checked_url(url)
+        if from_url is not None:
+            return None  # its own credentials: its own request
+        path = _local_path(local_filepath)
+        checksums = _parse_checksum(kwargs.get("checksum"))
+        return self.request.for_item(url, path or "", kwargs.get("progress", True), checksums)
 
 
 def _has_s3(source: Any) -> bool:

@@ -169,6 +169,23 @@ class FetchRequest(Record):
         self.label = self.label or url
         self.identity = self.identity or url
 
+    def for_item(
+        self, url: str, target: str, progress: Any, checksums: list[Checksum]
+    ) -> FetchRequest:
+        """This request's options for another URL and target (the items of one batch).
+
+        Its label and identity are the new URL, as for a request made with it.
+        """
+        item: FetchRequest = object.__new__(FetchRequest)
+        fields = item.__dict__
+        fields.update(self.__dict__)
+        fields["url"] = fields["label"] = fields["identity"] = url
+        fields["target"] = target
+        fields["progress"] = progress
+        fields["checksums"] = checksums
+        fields["headers"] = dict(self.headers)
+        return item
+
 
 #: Every field of FetchRequest, in order (its annotations), and its options.
 FetchRequest._fields = tuple(FetchRequest.__annotations__)

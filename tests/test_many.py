@@ -427,3 +427,41 @@ def test_small_path_warns_about_an_html_page_for_a_data_name(
     http_server.add_file("/s/e.fits", b"<html>error</html>", content_type="text/html")
     with pytest.warns(pyvo_dl.DownloadWarning, match="HTML page"):
         assert _one(http_server, tmp_path, "/s/e.fits") == str(tmp_path / "out.fits")
+
+
+def test_the_calls_options_are_checked_once_not_per_item(
+    http_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyvo_dl import _api
+
+    checks: list[object] = []
+    check_common = _api._check_common
+
+    def counted(*args: object) -> float:
+        checks.append(args)
+        return check_common(*args)
+
+    monkeypatch.setattr(_api, "_check_common", counted)
+    urls = [http_server.add_file(f"/once/f{i}.dat", _body(i)) for i in range(5)]
+    results = pyvo_dl.download_many(
+        urls, tmp_path, workers=2, progress=False, timeout=30, headers={"X-Asked": "yes"}
+    )
+    assert results == [str(tmp_path / f"f{i}.dat") for i in range(5)]
+    assert [(tmp_path / f"f{i}.dat").read_bytes() for i in range(5)] == [_body(i) for i in range(5)]
+    # The items after the first copy its checked request, headers included.
+    assert len(checks) <= 2  # the first item of each of the two threads, at most
+    assert [r.headers.get("x-asked") for r in http_server.requests] == ["yes"] * 5
+
+
+def test_an_item_with_credentials_in_its_url_sends_them_alone(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    plain = [http_server.add_file(f"/cred/f{i}.dat", _body(i)) for i in range(3)]
+    secret = plain[1].replace("://", "://astro:s3cret@", 1)
+    items = [plain[0], secret, plain[2]]
+    results = pyvo_dl.download_many(items, tmp_path, workers=1, progress=False)
+    assert results == [str(tmp_path / f"f{i}.dat") for i in range(3)]
+    sent = [r.headers.get("authorization") for r in http_server.requests]
+    assert sent[0] is None
+    assert sent[2] is None
+    assert (sent[1] or "").startswith("Basic ")
