@@ -67,10 +67,12 @@ _SCHEMES: Final = frozenset(["http", "https"])
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
-_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
+# The patterns are strings, compiled by re (and kept in its cache) at their
+# first use: a plain URL and a whole answer need none of them.
+_CONTROL: Final = "[\x00-\x1f\x7f]"
 # Characters no host name or IP literal has (RFC 3986 reg-name): seen in
 # typos and injection attempts, and refused by DNS anyway.
-_BAD_HOST: Final = re.compile(r"[\s<>\"{}|\\^`/]")
+_BAD_HOST: Final = r"[\s<>\"{}|\\^`/]"
 #: The same, for an ASCII host (\s: the ASCII whitespace, \x1c-\x1f included).
 _BAD_HOST_ASCII: Final = frozenset(' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f<>"{}|\\^`/')
 # What requests' requote_uri leaves alone: reserved characters and '%', so
@@ -80,9 +82,8 @@ _URL_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
 _QUOTE_FREE: Final = dict.fromkeys(
     map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~" + _URL_SAFE)
 )
-_CONTENT_RANGE: Final = re.compile(
-    r"\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*",
-    re.IGNORECASE,
+_CONTENT_RANGE: Final = (
+    r"(?i)\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*"
 )
 #: What a URL must not contain to be split without urllib.parse (see _split_plain).
 _NOT_PLAIN: Final = frozenset(" \\#[]@")
@@ -147,7 +148,7 @@ def _check_url_in_full(url: str, text: str) -> str:
     """check_url for any URL, with urllib.parse (and the exact reason for a refusal)."""
     from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - see the imports above
 
-    if _CONTROL.search(text):
+    if re.search(_CONTROL, text):
         raise ValueError(f"URL {redact_url(url)!r} contains control characters")
     try:
         parts = urlsplit(text)
@@ -164,7 +165,7 @@ def _check_url_in_full(url: str, text: str) -> str:
     hostname = parts.hostname
     if not hostname:
         raise ValueError(f"URL {redact_url(url)!r} has no host")
-    if _BAD_HOST.search(hostname):
+    if re.search(_BAD_HOST, hostname):
         raise ValueError(f"URL {redact_url(url)!r} has an invalid host {hostname!r}")
     netloc = parts.netloc if parts.netloc.isascii() else _ascii_netloc(url, parts.netloc)
     return urlunsplit((parts.scheme.lower(), netloc, _quoted(parts.path), _quoted(parts.query), ""))
@@ -368,7 +369,7 @@ def parse_content_range(value: str) -> ContentRange:
     >>> parse_content_range("bytes */1000")
     ContentRange(start=None, end=None, total=1000)
     """
-    match = _CONTENT_RANGE.fullmatch(value) if isinstance(value, str) else None
+    match = re.fullmatch(_CONTENT_RANGE, value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"malformed Content-Range {value!r}")
     total = None if match.group("total") == "*" else int(match.group("total"))
