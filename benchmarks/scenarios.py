@@ -47,6 +47,8 @@ BUCKET = "bench"
 READINTO = "stdlib readinto 1 MiB"
 ALIGNED = "stdlib readinto 1 MiB aligned"
 HTTP_LOOP = "stdlib http.client loop x8"
+#: The same loop with the lock file and the .part that SPEC §3 asks for.
+HTTP_LOOP_FILES = "stdlib loop x8, lock + .part"
 S5CMD_16 = "s5cmd cp -c 16 -p 16"
 
 
@@ -384,6 +386,9 @@ def _many_clients(
         clients.append(C.Client("curl -K --parallel 8 -o /dev/null", null, writes=False))
         if "wget" in ctx.tools:
             clients.append(C.Client("wget -i", C.wget_many(ctx.tools["wget"], url_list, out)))
+        clients.append(
+            C.python_client(HTTP_LOOP_FILES, py, C.HTTP_CLIENT_LOOP_FILES, [url_list, out], 600)
+        )
         clients.append(
             C.python_client(
                 "pyvo pattern loop", py, C.PYVO_PATTERN_HTTP_LOOP, [lists["pairs"]], 900

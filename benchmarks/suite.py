@@ -282,6 +282,7 @@ def warm_up(ctx: S.Context, owned: List[str]) -> bytecode.Audit:
         (C.READINTO_ALIGNED, [url, path]),
         (C.URLLIB_COPY, [url, path]),
         (C.HTTP_CLIENT_LOOP, [url_list, folder]),
+        (C.HTTP_CLIENT_LOOP_FILES, [url_list, folder]),
         (C.PYVO_PATTERN_HTTP, [url, path]),
         (C.PYVO_PATTERN_HTTP_LOOP, [pair_list]),
         (C.PYVO_PATTERN_AWS, [endpoint, S.BUCKET, ctx.tiny, path]),
