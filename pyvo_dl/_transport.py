@@ -265,9 +265,8 @@ class _HeadTimedStream(io.RawIOBase):
 class _AnswerReader(io.BufferedReader):
     """The buffered reader http.client reads one answer through.
 
-    Besides a ``BufferedReader``'s work it remembers the last line read (the
-    status line, for the strict check of its code), notices at close whether
-    bytes were left in its buffer (stray bytes after a body), and, for a
+    Besides a ``BufferedReader``'s work it notices at close whether bytes
+    were left in its buffer (stray bytes after a body), and, for a
     body that is not chunked, hands over what arrived within 0.2 s or before
     a fault instead of waiting for the whole buffer: a slow link still moves
     the progress display, and a fault never throws received bytes away (it
@@ -278,18 +277,12 @@ class _AnswerReader(io.BufferedReader):
 
     def __init__(self, raw: _HeadTimedStream) -> None:
         super().__init__(raw, _READ_BUFFER)
-        self.last_line = b""
         #: Whether bytes were still buffered when the answer was closed.
         self.leftover = False
         #: A sized or until-close body: partial reads are handed over.
         self.hand_over = False
         #: A fault met after some bytes were handed over; raised by the next read.
         self.fault: BaseException | None = None
-
-    def readline(self, size: int | None = -1) -> bytes:
-        line = super().readline(size)
-        self.last_line = line
-        return line
 
     def readinto(self, buffer: Any) -> int:
         if not self.hand_over:
@@ -376,16 +369,15 @@ class _Response(http.client.HTTPResponse):
         raise _Refused(f"more than {MAX_INTERIM_ANSWERS} interim (1xx) answers")
 
     def _read_one_status(self) -> tuple[str, int, str]:
+        line = self.fp.readline(_MAX_LINE + 1)
+        cut = bool(line) and not line.endswith(b"\n")
         try:
-            version, status, reason = super()._read_status()  # type: ignore[misc]
+            version, status, reason = self._parse_status(line)
         except http.client.BadStatusLine as exc:
-            if self._line_was_cut() and not isinstance(exc, http.client.RemoteDisconnected):
-                raise _CutHead(
-                    f"the status line ended early: {self.reader.last_line[:80]!r}"
-                ) from exc
+            if cut and not isinstance(exc, http.client.RemoteDisconnected):
+                raise _CutHead(f"the status line ended early: {line[:80]!r}") from exc
             raise
-        line = self.reader.last_line
-        if self._line_was_cut():
+        if cut:
             raise _CutHead(f"the status line ended early: {line[:80]!r}")
         # RFC 9112: HTTP-version SP 3DIGIT SP reason; int() takes other scripts' digits and "1_00".
         parts = line.rstrip(b"\r\n").split(b" ", 2)
@@ -393,9 +385,23 @@ class _Response(http.client.HTTPResponse):
             raise http.client.BadStatusLine(line.decode("iso-8859-1"))
         return str(version), int(status), str(reason)
 
-    def _line_was_cut(self) -> bool:
-        line = self.reader.last_line
-        return bool(line) and not line.endswith(b"\n")
+    def _parse_status(self, line: bytes) -> tuple[str, int, str]:
+        """http.client's own reading of the status line ``line``, read here already.
+
+        Its ``_read_status`` reads one line from ``self.fp``: it is given that
+        line alone. So the line is at hand for the checks above without a
+        Python ``readline`` wrapped around every line of the head.
+        """
+        reader = self.fp
+        try:
+            self.fp = io.BytesIO(line)  # type: ignore[assignment]
+            return super()._read_status()  # type: ignore[misc,no-any-return]
+        finally:
+            swapped: Any = self.fp
+            if swapped is None:  # http.client closed "the connection": close the real one
+                reader.close()
+            else:
+                self.fp = reader
 
     def _read_next_chunk_size(self) -> int:
         """The next chunk's size: hex digits only (``+5``, ``0x5``, ``1_0`` refused)."""
