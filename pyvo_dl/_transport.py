@@ -437,7 +437,9 @@ def _check_answer(raw: _Response, timeout: float) -> AnswerHeaders:
     stray = _stray_line(message)
     if stray is not None:
         raise _Refused(f"a head line that is not a header field: {stray[:80]!r}")
-    headers = AnswerHeaders(message.items())
+    # raw_items(), not items(): items() looks for surrogate escapes in each
+    # value, which a head decoded as ISO-8859-1 (as http.client does) never has.
+    headers = AnswerHeaders(list(message.raw_items()))
     codings = headers.get_all("Transfer-Encoding", [])
     lengths = headers.get_all("Content-Length", [])
     if codings and lengths:

@@ -80,6 +80,7 @@ def test_the_private_names_used_exist_on_this_python() -> None:
     for name in ("_read_status", "_read_next_chunk_size", "_check_close", "_close_conn"):
         assert callable(getattr(http.client.HTTPResponse, name)), name
     assert callable(http.client._read_headers)  # type: ignore[attr-defined]
+    assert callable(http.client.HTTPMessage.raw_items)  # the fields as parsed
     conn = http.client.HTTPConnection("127.0.0.1", 9)
     assert callable(conn._create_connection)  # type: ignore[attr-defined]
     assert conn.response_class is http.client.HTTPResponse
@@ -310,6 +311,29 @@ def test_framing_that_rfc_9112_allows_is_read(
     server = serve(raw_server_factory, ACCEPTED[case], close=True)
     assert download(server, tmp_path) == BODY
     assert leftovers(tmp_path) == ["cube.fits"]
+
+
+def test_header_fields_reach_the_caller_as_http_client_decodes_them(
+    raw_server_factory: Factory,
+) -> None:
+    """Values of any byte (ISO-8859-1), repeated names, names in any case: as ``items()``."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Name: caf\xe9 \xff\x80\r\n"
+        b'x-name: second\r\nETag: "abc"\r\n\r\n'
+    )
+    server = serve(raw_server_factory, head + BODY)
+    transport = _transport.StdlibTransport(proxies={})
+    try:
+        response = transport.request("GET", server.url(PATH), {}, 5.0)
+        assert response.read() == BODY
+        response.release()
+    finally:
+        transport.close()
+    fields = [("Content-Length", "10"), ("X-Name", "caf\xe9 \xff\x80")]
+    fields += [("x-name", "second"), ("ETag", '"abc"')]
+    assert response.headers.items() == fields
+    assert response.headers.get("X-NAME") == "caf\xe9 \xff\x80"
+    assert response.headers.get_all("x-Name") == ["caf\xe9 \xff\x80", "second"]
 
 
 def test_cpython_chunked_case_reads_the_whole_body(
