@@ -92,17 +92,9 @@ def _parse_checksum(checksum: Any) -> list[Any]:
 
 
 def _local_path(local_filepath: Any, folder: bool = False) -> str | None:
-    from ._items import check_local_path
+    from ._items import check_target_path
 
-    path = check_local_path(local_filepath, "local_filepath")
-    if path is None:
-        return None
-    if path.endswith(("/", os.sep)) and not folder:
-        raise ValueError(
-            f"local_filepath {path!r} names a folder; give a file path, for example "
-            f"os.path.join({path!r}, name)"
-        )
-    return path
+    return check_target_path(local_filepath, folder)
 
 
 def _batch() -> Any:
@@ -570,18 +562,9 @@ def _http_request(
 
 def _checked_url(url: Any) -> tuple[str, tuple[str, str] | None]:
     """The URL of an http(s) download, ready to request, and the ``user:password`` in it."""
-    from . import _httputil
+    from ._httputil import check_download_url
 
-    if not isinstance(url, str):
-        raise ValueError(f"url must be a string, not {url!r}")
-    if url.lower().startswith("s3://"):
-        raise ValueError(
-            f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
-            "which picks by the scheme"
-        )
-    # Checked as given, so that a refusal quotes it as written (its password
-    # hidden); then user:password@ is taken out, never to be printed or logged.
-    return _httputil.split_userinfo(_httputil.check_url(url))
+    return check_download_url(url)
 
 
 # Options that only one kind of source takes: download() and download_many()
@@ -653,10 +636,12 @@ class DownloadedPath(str):
 
     def __new__(cls, path: str, source: str) -> DownloadedPath:
         """Make the path string and attach its source (its password hidden)."""
-        from ._httputil import redact_url
-
         self = super().__new__(cls, path)
-        self.source = redact_url(source)
+        if "@" in source:  # the only URLs redact_url changes: import it for those only
+            from ._httputil import redact_url
+
+            source = redact_url(source)
+        self.source = source
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -1470,6 +1455,12 @@ class _HttpItems:
     """
 
     def __init__(self, kwargs: dict[str, Any], request: FetchRequest, transport: Transport) -> None:
+        from . import _httputil, _items
+
+        # Once here, not per item: a function's import statement costs as
+        # much as the checks it imports for.
+        self._check_url = _httputil.check_download_url
+        self._check_path = _items.check_target_path
         self.shared = {k: v for k, v in kwargs.items() if k not in _PER_ITEM}
         self.request = request.for_item(request.url, request.target, request.progress, [])
         self.transport = transport
@@ -1503,10 +1494,10 @@ class _HttpItems:
             count += 1
         if count != len(shared):
             return None
-        url, from_url = _checked_url(url)
+        url, from_url = self._check_url(url)
         if from_url is not None:
             return None  # its own credentials: its own request
-        path = _local_path(local_filepath)
+        path = self._check_path(local_filepath)
         checksums = _parse_checksum(kwargs.get("checksum"))
         return self.request.for_item(url, path or "", kwargs.get("progress", True), checksums)
 

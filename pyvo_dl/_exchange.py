@@ -58,15 +58,24 @@ def log(level: int, message: str, *args: Any) -> None:
     ``sys.modules`` it is imported, not taken from there: another thread may
     still be running its import (``concurrent.futures`` imports it), and the
     import statement waits for that to finish where ``sys.modules`` would
-    hand over a half-made module.
+    hand over a half-made module. The logger is then kept: each download
+    logs, and an import statement and ``getLogger`` (a lock) per message
+    cost more than a small file's other steps.
     """
-    if "logging" in sys.modules:
+    if not _LOGGER:
+        if "logging" not in sys.modules:
+            return
         import logging  # noqa: PLC0415 - see above
 
-        logger = logging.getLogger(_PACKAGE)
-        if logger.isEnabledFor(level):
-            # Formatted here, so that no URL password reaches a handler (SPEC §3.7).
-            logger.log(level, "%s", _httputil.redact(message % args if args else message))
+        _LOGGER.append(logging.getLogger(_PACKAGE))
+    logger = _LOGGER[0]
+    if logger.isEnabledFor(level):
+        # Formatted here, so that no URL password reaches a handler (SPEC §3.7).
+        logger.log(level, "%s", _httputil.redact(message % args if args else message))
+
+
+#: The package logger, once logging is in use (see log).
+_LOGGER: list[Any] = []
 
 
 _INFO, _DEBUG = 20, 10

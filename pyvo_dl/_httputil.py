@@ -144,6 +144,34 @@ def check_url(url: str) -> str:
     return _check_url_in_full(url, text)
 
 
+def check_download_url(url: object) -> tuple[str, tuple[str, str] | None]:
+    """The URL of an http(s) download, ready to request, and the ``user:password`` in it.
+
+    :func:`check_url` on the URL as given, so that a refusal quotes it as
+    written (its password hidden); then :func:`split_userinfo`, so that the
+    password is never printed or logged.
+
+    Raises
+    ------
+    ValueError
+        For anything but a string, for an ``s3://`` URI (saying what takes
+        one), and for what :func:`check_url` refuses.
+
+    Examples
+    --------
+    >>> check_download_url("https://astro:pw@archive.example/a.fits")
+    ('https://archive.example/a.fits', ('astro', 'pw'))
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"url must be a string, not {url!r}")
+    if url.lower().startswith("s3://"):
+        raise ValueError(
+            f"{url!r} is an s3:// URI: use aws_download(uri=...), or download(), "
+            "which picks by the scheme"
+        )
+    return split_userinfo(check_url(url))
+
+
 def _check_url_in_full(url: str, text: str) -> str:
     """check_url for any URL, with urllib.parse (and the exact reason for a refusal)."""
     from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - see the imports above

@@ -269,6 +269,27 @@ def _local_path(local: object, index: int) -> str | None:
     return check_local_path(local, f"item {index}: local path")
 
 
+def check_target_path(local: object, folder: bool = False) -> str | None:
+    """``local_filepath`` as a path, or None; ``ValueError`` for a folder's unless ``folder``.
+
+    Examples
+    --------
+    >>> check_target_path("out/")
+    Traceback (most recent call last):
+    ...
+    ValueError: local_filepath 'out/' names a folder; give a file path, for example os.path.join('out/', name)
+    """
+    path = check_local_path(local, "local_filepath")
+    if path is None:
+        return None
+    if path.endswith(("/", os.sep)) and not folder:
+        raise ValueError(
+            f"local_filepath {path!r} names a folder; give a file path, for example "
+            f"os.path.join({path!r}, name)"
+        )
+    return path
+
+
 def check_local_path(local: object, what: str) -> str | None:
     """``os.fspath(local)``, or None; ``ValueError`` starting with ``what`` for a bad one.
 

@@ -19,6 +19,7 @@ from servers import FaultServer, s3_client_for
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 
 def _body(i: int, size: int = 4096) -> bytes:
@@ -465,3 +466,32 @@ def test_an_item_with_credentials_in_its_url_sends_them_alone(
     assert sent[0] is None
     assert sent[2] is None
     assert (sent[1] or "").startswith("Basic ")
+
+
+def test_a_plain_item_runs_no_import_statement(
+    http_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    imports: list[str] = []
+    real_import = builtins.__import__
+
+    def counted(name: str, globals: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if (globals or {}).get("__name__", "").startswith("pyvo_dl"):
+            imports.append(name)  # not the test server's
+        return real_import(name, globals, *args, **kwargs)
+
+    def imports_for(count: int, folder: str) -> list[str]:
+        urls = [http_server.add_file(f"/imp/{folder}/f{i}.dat", _body(i)) for i in range(count)]
+        imports.clear()
+        monkeypatch.setattr(builtins, "__import__", counted)
+        try:
+            pyvo_dl.download_many(urls, tmp_path / folder, workers=1, progress=False)
+        finally:
+            monkeypatch.setattr(builtins, "__import__", real_import)
+        return list(imports)
+
+    imports_for(2, "warm")  # the first download's own imports
+    # An import statement per item costs as much as its checks: the items
+    # after the first run none (their checks are bound once per call).
+    assert imports_for(6, "six") == imports_for(3, "three")
