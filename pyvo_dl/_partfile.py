@@ -168,6 +168,8 @@ def read_helper(path: str) -> bytes | None:
     ForeignFile
         When ``path`` is a link, a FIFO, a device, a folder, or too large.
     """
+    if not _may_exist(path):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | _HELPER_FLAGS)
     except FileNotFoundError:
@@ -188,12 +190,34 @@ def read_helper(path: str) -> bytes | None:
         os.close(fd)
 
 
+def _may_exist(path: str) -> bool:
+    """Whether anything (a link itself included) may be at ``path``: False when nothing is.
+
+    ``os.access`` answers "nothing" with False where a failed ``open`` or
+    ``stat`` raises an exception, which costs three times as much; most
+    helper files and new targets are not there. True tells nothing (the
+    caller looks as before), and so does any error but "no such file".
+    """
+    if _NO_ACCESS_NOFOLLOW:
+        return True
+    try:
+        return os.access(path, os.F_OK, follow_symlinks=False)
+    except NotImplementedError:  # Windows: no access() that leaves a link alone
+        _NO_ACCESS_NOFOLLOW.append(True)
+        return True
+
+
+_NO_ACCESS_NOFOLLOW: list[bool] = []
+
+
 def target_mode(path: str) -> int | None:
     """The ``st_mode`` of what ``path`` names (a link followed), None when nothing is there.
 
     One ``stat`` that :func:`special_kind`, :func:`prepare_target` and the
     cache check share: a batch of small files pays it once per file.
     """
+    if not _may_exist(path):
+        return None  # a new target: no stat, nor the exception of a failed one
     try:
         return os.stat(path).st_mode
     except OSError:
@@ -656,6 +680,8 @@ class PartFile:
         ForeignFile
             When the ``.part`` is a link, a FIFO or anything but a regular file.
         """
+        if not _may_exist(self.path):
+            return None
         try:
             info = os.lstat(self.path)
         except FileNotFoundError:

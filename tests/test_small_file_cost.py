@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Callable, Counter
 
-_COUNTED = ("stat", "lstat", "fstat", "open", "write", "close", "replace", "rename", "unlink")
+_COUNTED = (
+    "access", "stat", "lstat", "fstat", "open", "write", "close", "replace", "rename", "unlink",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -59,17 +61,19 @@ def test_a_small_file_costs_thirteen_disk_calls(
     pyvo_dl.http_download(url, tmp_path / "f.dat", progress=False)
     assert (tmp_path / "f.dat").read_bytes() == body
     assert sorted(os.listdir(tmp_path)) == ["f.dat", "first.dat"]  # no lock, .part or state left
-    # stat: is the target a file, a folder, a FIFO, cached? (one for all four)
-    # open/write/close: the lock; open (ENOENT): a state to resume;
-    # lstat (ENOENT): a .part without one; open/fstat/write/close: the .part,
-    # in one write; lstat: its size and that it is the one written; replace;
-    # unlink: the lock, young and so still this download's.
+    # access (nothing there): the target, so no stat asks whether it is a
+    # file, a folder, a FIFO or cached; open/write/close: the lock; access
+    # (nothing there): a state to resume, a .part without one (an access
+    # that finds nothing costs a third of a failed open or lstat, which
+    # raises); open/fstat/write/close: the .part, in one write; lstat: its
+    # size and that it is the one written; replace; unlink: the lock, young
+    # and so still this download's.
     assert dict(disk_calls) == {
-        "stat": 1,
-        "open": 3,
+        "access": 3,
+        "open": 2,
         "write": 2,
         "close": 2,
-        "lstat": 2,
+        "lstat": 1,
         "fstat": 1,
         "replace": 1,
         "unlink": 1,
@@ -162,3 +166,23 @@ def test_the_lock_is_written_as_json_dumps_writes_it(tmp_path: Path) -> None:
     os.waitpid(child, 0)
     assert os.read(read, 1) == b"1"
     os.close(read)
+
+
+def test_without_an_access_that_leaves_links_alone_helpers_are_looked_for_as_before(
+    http_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyvo_dl import _partfile
+
+    def no_nofollow(path: str, mode: int, *, follow_symlinks: bool = True) -> bool:
+        raise NotImplementedError("access: follow_symlinks unavailable on this platform")
+
+    monkeypatch.setattr(os, "access", no_nofollow)
+    monkeypatch.setattr(_partfile, "_NO_ACCESS_NOFOLLOW", [])
+    (tmp_path / "x.dat.part").symlink_to(tmp_path / "elsewhere")
+    url = http_server.add_file("/s/x.dat", b"data")
+    with pytest.raises(pyvo_dl.DownloadError, match="symbolic link"):
+        pyvo_dl.http_download(url, tmp_path / "x.dat", progress=False)
+    assert not (tmp_path / "elsewhere").exists()
+    assert _partfile._NO_ACCESS_NOFOLLOW == [True]  # asked once, then not again
+    (tmp_path / "x.dat.part").unlink()
+    assert pyvo_dl.http_download(url, tmp_path / "x.dat", progress=False) == str(tmp_path / "x.dat")
