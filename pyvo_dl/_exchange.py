@@ -245,12 +245,19 @@ def _request_headers(
     request: FetchRequest, method: str, url: str, extra: Mapping[str, str]
 ) -> dict[str, str]:
     on_origin = _httputil.same_origin(url, request.url)
-    headers = {"User-Agent": request.user_agent}
-    _merge_headers(headers, _httputil.headers_for_redirect(request.headers, on_origin))
-    # Never the caller's: identity keeps sizes and ranges in bytes on disk
-    # (SPEC §3.6), and Range/If-Range are the resume's.
-    _merge_headers(headers, {"Accept-Encoding": "identity", **extra})
-    if not any(k.lower() == "authorization" for k in headers):
+    if request.headers:
+        headers = {"User-Agent": request.user_agent}
+        _merge_headers(headers, _httputil.headers_for_redirect(request.headers, on_origin))
+        # Never the caller's: identity keeps sizes and ranges in bytes on disk
+        # (SPEC §3.6), and Range/If-Range are the resume's.
+        _merge_headers(headers, {"Accept-Encoding": "identity", **extra})
+    else:
+        # No caller's headers (the usual request): the same, with less to merge.
+        headers = {"User-Agent": request.user_agent, "Accept-Encoding": "identity"}
+        if extra:
+            _merge_headers(headers, extra)
+    given = request.headers or extra  # where an Authorization of the caller's could be
+    if not (given and any(k.lower() == "authorization" for k in headers)):
         credentials = request.auth if on_origin else None
         if credentials is None and request.use_netrc:
             credentials = _netrc_credentials(request, url)
@@ -444,7 +451,7 @@ def retrying(
         Waits that many seconds (default ``request.sleep``); a parallel
         range passes one that wakes when another range failed.
     """
-    policy = RetryPolicy(request.retries)
+    policy = _POLICIES.get(request.retries) or _policy(request.retries)
     tries = 0
     while True:
         before = progress()
@@ -458,6 +465,15 @@ def retrying(
             tries = backoff(
                 request, policy, tries, status.fault, status.retry_after, status.error, sleep
             )
+
+
+#: The policy of each number of retries: immutable, so shared by every request.
+_POLICIES: dict[int, RetryPolicy] = {}
+
+
+def _policy(retries: int) -> RetryPolicy:
+    policy = _POLICIES[retries] = RetryPolicy(retries)
+    return policy
 
 
 def status_fault(response: Response) -> ConnectionFault:

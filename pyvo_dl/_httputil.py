@@ -495,6 +495,8 @@ def parse_content_length(value: str | None) -> int | None:
     """
     if value is None:
         return None
+    if value.isdigit() and value.isascii():
+        return _plain_int(value)  # the usual one number, without the general parse
     pieces = [piece.strip() for piece in value.split(",")]
     # int() alone would accept "+5", "1_000" and non-ASCII digits.
     if not all(_is_digits(piece) for piece in pieces):
@@ -504,6 +506,13 @@ def parse_content_length(value: str | None) -> int | None:
     except ValueError:  # more digits than int() converts (3.11+): no length either
         return None
     return lengths.pop() if len(lengths) == 1 else None
+
+
+def _plain_int(digits: str) -> int | None:
+    try:
+        return int(digits)
+    except ValueError:  # more digits than int() converts (3.11+): no length
+        return None
 
 
 _MONTH_NAMES: Final = (

@@ -342,6 +342,8 @@ def check_not_a_helper(target: str) -> None:
     DownloadError
         Naming the other download's file.
     """
+    if not target.endswith(HELPER_SUFFIXES):
+        return  # one test in C for the usual name
     for suffix in HELPER_SUFFIXES:
         if not target.endswith(suffix) or len(target) == len(suffix):
             continue

@@ -673,6 +673,10 @@ class NullSink:
 
     __slots__ = ()
 
+    def for_file(self, label: str, path: str) -> NullSink:
+        """Called by :func:`make_sink`: itself, at once (no check of what it is per file)."""
+        return self
+
     def start(self, total: int | None, initial: int = 0) -> None:
         """Do nothing; see the module docstring for the protocol."""
 

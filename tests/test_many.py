@@ -495,3 +495,24 @@ def test_a_plain_item_runs_no_import_statement(
     # An import statement per item costs as much as its checks: the items
     # after the first run none (their checks are bound once per call).
     assert imports_for(6, "six") == imports_for(3, "three")
+
+
+def test_one_retry_policy_per_number_of_retries(
+    http_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyvo_dl import _exchange
+
+    made: list[int] = []
+
+    class Counted(_exchange.RetryPolicy):
+        __slots__ = ()
+
+        def __init__(self, retries: int) -> None:
+            made.append(retries)
+            super().__init__(retries)
+
+    monkeypatch.setattr(_exchange, "RetryPolicy", Counted)
+    monkeypatch.setattr(_exchange, "_POLICIES", {})
+    urls = [http_server.add_file(f"/pol/f{i}.dat", _body(i)) for i in range(4)]
+    pyvo_dl.download_many(urls, tmp_path, workers=1, progress=False, retries=7)
+    assert made == [7]  # immutable: shared by every request, not made per file
