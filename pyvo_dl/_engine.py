@@ -140,7 +140,8 @@ def state_of(
 ) -> PartState:
     """What the answer with these headers says of the object: validators, size, checksums."""
     etag = headers.get("ETag")
-    validator = _httputil.strong_validator(etag, headers.get("Last-Modified"))
+    last_modified = headers.get("Last-Modified")
+    validator = _httputil.strong_validator(etag, last_modified)
     if request.conditional == "if-match":
         validator = etag
     announce = request.server_checksums
@@ -151,7 +152,7 @@ def state_of(
         validator=validator,
         etag=etag,
         size=total,
-        last_modified=headers.get("Last-Modified"),
+        last_modified=last_modified,
         checksums=[(c.algorithm, c.expected) for c in announced],
     )
 
@@ -595,7 +596,7 @@ class _Download:
     def _moved(self, n: int) -> None:
         self.offset += n
         self.sink.update(self.offset)
-        self.lock.refresh(time.time())
+        self.lock.refresh()
 
     def _verify_and_commit(self) -> None:
         assert self.state is not None  # an answer came before any body did

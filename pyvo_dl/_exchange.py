@@ -776,8 +776,9 @@ def make_sink(request: FetchRequest) -> Any:
 
 def announced_checksums(request: FetchRequest, state: PartState | None) -> list[Checksum]:
     """The caller's checksum plus those the server announced (kept in ``state``)."""
-    announced = [] if state is None else [_integrity.Checksum(a, h) for a, h in state.checksums]
-    return list(request.checksums) + announced
+    if state is None or not state.checksums:
+        return list(request.checksums)  # the usual case: no comprehension to run
+    return list(request.checksums) + [_integrity.Checksum(a, h) for a, h in state.checksums]
 
 
 def conditional_range(

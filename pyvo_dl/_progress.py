@@ -1508,11 +1508,14 @@ class NullAggregate:
         """Do nothing."""
 
     def child(self) -> NullSink:
-        """Return a :class:`NullSink`: no cost per received buffer."""
-        return NullSink()
+        """Return a :class:`NullSink`: no cost per received buffer (one for all: it has no state)."""
+        return _NULL_SINK
 
     def close(self) -> None:
         """Do nothing."""
+
+
+_NULL_SINK: Final = NullSink()
 
 
 def make_aggregate(

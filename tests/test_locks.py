@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -344,3 +345,9 @@ def test_a_killed_holder_is_gone_at_once(target: pathlib.Path) -> None:
     lock = TargetLock(str(target))
     lock.acquire(sleep=_poll_until(5))
     lock.release()
+
+
+def test_a_locks_token_ends_in_whole_numbers(tmp_path: pathlib.Path) -> None:
+    # The time in it is integer nanoseconds: a float's repr cost more per file.
+    lock = _partfile.TargetLock(str(tmp_path / "x.fits"))
+    assert re.fullmatch(r".+:\d+:\d+", lock._token)
