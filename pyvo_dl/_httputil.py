@@ -79,8 +79,8 @@ _BAD_HOST_ASCII: Final = frozenset(' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f<>"{}|\\^`/')
 # existing escapes survive and only spaces and non-ASCII get encoded.
 _URL_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
 #: Deletes what quote(text, safe=_URL_SAFE) leaves as it is: what remains needs quoting.
-_QUOTE_FREE: Final = dict.fromkeys(
-    map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~" + _URL_SAFE)
+_QUOTE_FREE: Final = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~" + _URL_SAFE.encode()
 )
 _CONTENT_RANGE: Final = (
     r"(?i)\s*bytes\s+(?:(?P<start>[0-9]+)-(?P<end>[0-9]+)|\*)/(?P<total>[0-9]+|\*)\s*"
@@ -317,8 +317,10 @@ def _is_digits(text: str) -> bool:
 
 
 def _quoted(text: str) -> str:
-    # Most URLs need no quoting: deleting the characters quote() keeps says so.
-    if not text.translate(_QUOTE_FREE):
+    # Most URLs need no quoting: deleting the characters quote() keeps says so
+    # (from bytes, whose translate uses a table where str's looks up a dict
+    # for each character).
+    if text.isascii() and not text.encode("ascii").translate(None, _QUOTE_FREE):
         return text
     from urllib.parse import quote  # noqa: PLC0415 - see the imports above
 
