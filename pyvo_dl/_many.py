@@ -125,7 +125,7 @@ def _source_host(source: str) -> str:
 
 
 def _default_name(source: str) -> str | None:
-    if source.lower().startswith("s3://"):
+    if source[:5].lower() == "s3://":
         from ._s3url import parse_s3_uri
 
         return _names.filename_from_s3_key(parse_s3_uri(source).key)
@@ -166,10 +166,13 @@ def plan_items(
     """
     planned: list[tuple[Any, Any, dict[str, Any]]] = []
     seen: dict[str, int] = {}
+    #: Each planned path's key in ``seen`` (None for the others), made once.
+    keys: list[str | None] = []
     # The first item of each target, by what messages call it: an index
     # alone means nothing to a command-line user, who never numbered them.
     first_label: dict[str, str] = {}
     for index, raw in enumerate(items):
+        keys.append(None)
         item = _items.parse_item(raw, index)
         if item.error is not None:
             planned.append((item.label, item.error, {}))
@@ -197,33 +200,45 @@ def plan_items(
             continue
         seen[key] = index
         first_label[key] = item.label
+        keys[index] = key
         planned.append((source, target, options))
-    return _refuse_helper_targets(planned, seen)
+    return _refuse_helper_targets(planned, seen, keys)
 
 
 def _refuse_helper_targets(
-    planned: list[tuple[Any, Any, dict[str, Any]]], seen: dict[str, int]
+    planned: list[tuple[Any, Any, dict[str, Any]]], seen: dict[str, int], keys: list[str | None]
 ) -> list[tuple[Any, Any, dict[str, Any]]]:
     """Make an error of each item whose target is another item's ``.part``, state or lock.
 
     ``[(u1, "x.fits.part"), (u2, "x.fits")]``: the download of x.fits would
     write its ``.part`` over the first item's file, or the first item's
-    commit land on the second's ``.part``; both reported success.
+    commit land on the second's ``.part``; both reported success. ``keys``:
+    each item's key in ``seen`` (its normalised path), None for the others.
     """
-    helpers = {
-        key + suffix: index for key, index in seen.items() for suffix in _partfile.HELPER_SUFFIXES
-    }
-    for index, (source, target, _) in enumerate(planned):
-        if isinstance(target, (Exception, NameIn)):
+    for index, key in enumerate(keys):
+        # Only a name with a helper's suffix can be one: one test in C for
+        # the others, no table of every item's three helper names.
+        if key is None or not key.endswith(_partfile.HELPER_SUFFIXES):
             continue
-        owner = helpers.get(os.path.normcase(os.path.abspath(target)))
+        owner = _helper_owner(key, seen)
         if owner is not None and owner != index:
+            source, target, _ = planned[index]
             error = ValueError(
                 f"{target} would hold the partial download of item {owner} "
                 f"({planned[owner][1]}); choose another name for it"
             )
             planned[index] = (source, error, {})
     return planned
+
+
+def _helper_owner(key: str, seen: dict[str, int]) -> int | None:
+    """The item whose ``.part``, state or lock ``key`` names, if any."""
+    for suffix in _partfile.HELPER_SUFFIXES:
+        if key.endswith(suffix):
+            owner = seen.get(key[: -len(suffix)])
+            if owner is not None:
+                return owner
+    return None
 
 
 def _noter(verbose: bool) -> Callable[[str], None]:

@@ -516,3 +516,28 @@ def test_one_retry_policy_per_number_of_retries(
     urls = [http_server.add_file(f"/pol/f{i}.dat", _body(i)) for i in range(4)]
     pyvo_dl.download_many(urls, tmp_path, workers=1, progress=False, retries=7)
     assert made == [7]  # immutable: shared by every request, not made per file
+
+
+def test_the_planner_makes_each_targets_absolute_path_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyvo_dl import _many
+
+    made: list[str] = []
+    abspath = os.path.abspath
+
+    def counted(path: str) -> str:
+        made.append(path)
+        return abspath(path)
+
+    monkeypatch.setattr(os.path, "abspath", counted)
+    urls = [f"https://h.example/d/f{i}.fits" for i in range(5)]
+    items = [*urls, (urls[0], "f1.fits.part")]  # the .part of item 1: refused
+    planned = _many.plan_items(items, str(tmp_path))
+    assert [target for _, target, _ in planned[:5]] == [
+        str(tmp_path / f"f{i}.fits") for i in range(5)
+    ]
+    assert "partial download of item 1" in str(planned[5][1])
+    # Once per target (duplicates and helpers are found from that key): a
+    # batch of small files pays the planning per file.
+    assert len(made) == 6
