@@ -469,7 +469,9 @@ def _stray_line(message: http.client.HTTPMessage) -> str | None:
     envelope = message.get_unixfrom()
     if envelope:
         return str(envelope)
-    payload = message.get_payload()
+    # The parsed payload as it is: get_payload() would look up a
+    # Content-Transfer-Encoding among all the fields first.
+    payload = message._payload  # type: ignore[attr-defined]
     if isinstance(payload, str) and payload:
         return payload.partition("\n")[0]
     return None
@@ -477,6 +479,10 @@ def _stray_line(message: http.client.HTTPMessage) -> str | None:
 
 def _content_length(values: list[str]) -> int:
     """The one length that every ``Content-Length`` value gives, or refuse."""
+    if len(values) == 1:
+        value = values[0]
+        if 0 < len(value) <= _MAX_LENGTH_DIGITS and value.isascii() and value.isdigit():
+            return int(value)  # the usual one: one field, one plain length
     pieces = [piece.strip() for value in values for piece in value.split(",")]
     for piece in pieces:
         # int() would take "+5", " 5", "5_0", Arabic-Indic digits and numbers of any size.
@@ -513,24 +519,19 @@ class AnswerHeaders:
         Name and value of each field, in the order received.
     """
 
-    __slots__ = ("_all", "_fields", "_first", "folded")
+    __slots__ = ("_fields", "_first", "_repeated", "folded")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self._fields = fields
         first: dict[str, str] = {}
-        every: dict[str, list[str]] = {}
         folded = False
         for name, value in fields:
-            key = name.lower()
-            if key in first:
-                every[key].append(value)
-            else:
-                first[key] = value
-                every[key] = [value]
+            first.setdefault(name.lower(), value)
             if "\n" in value:
                 folded = True
         self._first = first
-        self._all = every
+        # Most answers name each field once: get_all() then needs no scan.
+        self._repeated = len(first) != len(fields)
         #: Whether a value holds obsolete line folding (a line break).
         self.folded = folded
 
@@ -547,8 +548,13 @@ class AnswerHeaders:
 
     def get_all(self, name: str, default: Any = None) -> Any:
         """Every value of the fields called ``name``, in order; ``default`` when there is none."""
-        values = self._all.get(name.lower())
-        return list(values) if values else default
+        key = name.lower()
+        if self._repeated:
+            values = [value for field, value in self._fields if field.lower() == key]
+        else:
+            value = self._first.get(key)
+            values = [] if value is None else [value]
+        return values or default
 
     def items(self) -> list[tuple[str, str]]:
         """Every field, as (name, value), in the order received."""

@@ -81,6 +81,9 @@ def test_the_private_names_used_exist_on_this_python() -> None:
         assert callable(getattr(http.client.HTTPResponse, name)), name
     assert callable(http.client._read_headers)  # type: ignore[attr-defined]
     assert callable(http.client.HTTPMessage.raw_items)  # the fields as parsed
+    import io
+
+    assert http.client.parse_headers(io.BytesIO(b"\r\n"))._payload == ""  # type: ignore[attr-defined]
     conn = http.client.HTTPConnection("127.0.0.1", 9)
     assert callable(conn._create_connection)  # type: ignore[attr-defined]
     assert conn.response_class is http.client.HTTPResponse
@@ -150,6 +153,14 @@ REFUSED = {
     "a line without a colon": (
         (
             b"HTTP/1.1 200 OK\r\nX-A: 1\r\nnot a field\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+        ),
+        "not a header field",
+    ),
+    # The email parser takes a lone CR as the end of the fields, with no defect.
+    "a lone CR": (
+        (
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\rTransfer-Encoding: chunked\r\n\r\n"
             b"5\r\nhello\r\n0\r\n\r\n"
         ),
         "not a header field",
