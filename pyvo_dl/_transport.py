@@ -585,6 +585,8 @@ class _Connection(http.client.HTTPConnection):
         self.last_response: _Response | None = None
         self.pool_key: PoolKey | None = None
         self.idle_since = 0.0
+        #: The descriptor and a poll object watching it, for the check before reuse.
+        self.poller: tuple[int, Any] | None = None
 
     def _new_response(
         self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
@@ -783,12 +785,13 @@ class _TunnelIO(io.RawIOBase):
         super().close()
 
 
-def _has_input(sock: Any) -> bool:
+def _has_input(sock: Any, poller: tuple[int, Any] | None = None) -> bool:
     """Whether something waits to be read on an idle connection (or it is closed).
 
     An idle keep-alive connection has nothing to say: readable means the
     peer closed it (EOF) or sent bytes that belong to no request; either way
     it must not carry the next request (urllib3's ``is_connection_dropped``).
+    ``poller``, from :func:`_poller`, saves making a poll object each time.
     """
     if sock is None:
         return True
@@ -801,12 +804,21 @@ def _has_input(sock: Any) -> bool:
         return True
     if fd < 0:
         return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+    if poller is None or poller[0] != fd:
+        poller = _poller(fd)
+    if poller is not None:
+        return bool(poller[1].poll(0))
     readable, _, _ = select.select([fd], [], [], 0)
     return bool(readable)
+
+
+def _poller(fd: int) -> tuple[int, Any] | None:
+    """``fd`` and a poll object watching it for input; None without poll (Windows)."""
+    if fd < 0 or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return fd, poller
 
 
 # -- responses ---------------------------------------------------------------------
@@ -1123,7 +1135,7 @@ class StdlibTransport:
                 return None
             try:
                 fresh = time.monotonic() - conn.idle_since < MAX_IDLE_SECONDS
-                if fresh and not _has_input(conn.sock):
+                if fresh and not _has_input(conn.sock, conn.poller):
                     return conn
             except BaseException:
                 conn.close()
@@ -1137,6 +1149,8 @@ class StdlibTransport:
             return
         conn.idle_since = time.monotonic()
         conn.last_response = None
+        if conn.poller is None and conn.sock is not None:
+            conn.poller = _poller(conn.sock.fileno())  # once per connection, not per reuse
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < MAX_IDLE_PER_ORIGIN and not self._closed:

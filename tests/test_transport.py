@@ -646,18 +646,20 @@ def test_an_idle_connection_past_its_age_is_not_reused(
     assert server.connection_count == 2
 
 
-def test_waiting_input_is_seen_without_reading_it() -> None:
+@pytest.mark.parametrize("kept", [False, True], ids=["new poll", "kept poll"])
+def test_waiting_input_is_seen_without_reading_it(kept: bool) -> None:
     """The check before reuse (urllib3's is_connection_dropped): stray bytes, EOF, nothing."""
     ours, peer = socket.socketpair()
+    poller = _transport._poller(ours.fileno()) if kept else None
     with ours, peer:
-        assert not _transport._has_input(ours)
+        assert not _transport._has_input(ours, poller)
         peer.sendall(b"HTTP/1.1 200 OK\r\n")
-        assert _transport._has_input(ours)
+        assert _transport._has_input(ours, poller)
         assert ours.recv(100) == b"HTTP/1.1 200 OK\r\n"  # nothing was consumed
-        assert not _transport._has_input(ours)
+        assert not _transport._has_input(ours, poller)
         peer.close()
-        assert _transport._has_input(ours)  # EOF
-    assert _transport._has_input(ours)  # closed
+        assert _transport._has_input(ours, poller)  # EOF
+    assert _transport._has_input(ours, poller)  # closed
 
 
 # -- name resolution ------------------------------------------------------------------
