@@ -204,21 +204,21 @@ class _HeadTimedStream(io.RawIOBase):
 
     #: Set first thing in __init__; None if that was interrupted (Ctrl-C).
     _io: Any = None
+    # Class-level starting values: an instance sets only those that change.
+    _reads = 0
+    received = 0
+    #: Whether the connection ended before the head did.
+    ended_in_head = False
+    #: While True, reads answer "nothing yet" without touching the socket.
+    holding = False
 
     def __init__(self, sock: Any, deadline: float | None) -> None:
-        super().__init__()
         # makefile(buffering=0): socket.SocketIO, which keeps the socket open
         # until this stream is closed even when http.client closes the
         # connection (Connection: close hands the socket to the answer).
         self._io = sock.makefile("rb", buffering=0)
         self._sock = sock
         self._deadline = deadline
-        self._reads = 0
-        self.received = 0
-        #: Whether the connection ended before the head did.
-        self.ended_in_head = False
-        #: While True, reads answer "nothing yet" without touching the socket.
-        self.holding = False
 
     def readable(self) -> bool:
         return True
