@@ -198,6 +198,8 @@ class _Download:
         that does not validate is discarded, with a ``verbose`` note; a file
         of someone else's at either name refuses the target (docs/security.md).
         """
+        if self.lock.took_over is not None:
+            self._remove_stray_states()
         try:
             state = self.part.load_state()
             size = self.part.size_on_disk()
@@ -231,6 +233,16 @@ class _Download:
         if size:
             log_and_print_for(
                 self.request, f"Resuming {self.request.label} at byte {size} of {state.size}"
+            )
+
+    def _remove_stray_states(self) -> None:
+        """Remove what the holder this lock was taken over from left of a state file it was writing."""
+        holder = self.lock.took_over or {}
+        for path in self.part.remove_stray_states():
+            log_and_print_for(
+                self.request,
+                f"Removed {path}: a state file that a download (process {holder.get('pid')} "
+                f"on {holder.get('host')}) was writing when it ended",
             )
 
     def _left_by_a_killed_download(self, size: int) -> bool:

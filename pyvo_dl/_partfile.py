@@ -765,6 +765,41 @@ class PartFile:
                 os.close(fd)
             _remove(tmp)
             raise disk_error(exc, self.state_path, "write") from exc
+        except BaseException:
+            # Ctrl-C or SIGTERM's exception between the create and the replace.
+            if fd >= 0:
+                os.close(fd)
+            _remove(tmp)
+            raise
+
+    def remove_stray_states(self) -> list[str]:
+        """Remove the state files that a killed writer left half-made; their names.
+
+        :meth:`_save` writes ``<state>.<pid>-<8 hex>.tmp`` and renames it
+        onto the state's name; a process killed in between leaves it. Only
+        the lock's holder writes a target's state, so once the lock was taken
+        over from a holder that is gone, every such file is that holder's.
+        Regular files with exactly that name only (a link is left alone).
+        """
+        folder, name = os.path.split(self.state_path)
+        prefix = name + "."
+        removed: list[str] = []
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            return removed
+        for entry in names:
+            if not (entry.startswith(prefix) and _is_state_temporary(entry[len(prefix) :])):
+                continue
+            path = os.path.join(folder, entry)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                os.unlink(path)
+            except OSError:
+                continue  # gone already, or not ours to remove: left as it is
+            removed.append(path)
+        return removed
 
     def write_new(self, data: bytes) -> None:
         """Write ``data`` as a new ``.part`` (never over a file, never through a link).
@@ -1136,6 +1171,20 @@ def _preallocate(fd: int, size: int) -> None:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # not supported here
                 raise
     os.ftruncate(fd, size)
+
+
+def _is_state_temporary(tail: str) -> bool:
+    """Whether ``tail`` is what :meth:`PartFile._save` puts after the state's name: ``<pid>-<8 hex>.tmp``."""
+    pid, dash, rest = tail.partition("-")
+    token = rest[:-4]
+    return (
+        bool(dash)
+        and pid.isdigit()
+        and pid.isascii()
+        and rest.endswith(".tmp")
+        and len(token) == 8
+        and all(c in "0123456789abcdef" for c in token)
+    )
 
 
 def _remove(path: str) -> None:

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -315,3 +316,64 @@ def test_live_lock_is_waited_for(http_server: FaultServer, tmp_path: pathlib.Pat
     assert http_server.requests_for(PATH, "GET")  # it did download, after the wait
     assert target.read_bytes() == DATA[:MiB]
     assert leftovers(target) == []
+
+
+def test_a_kill_inside_a_state_write_leaves_nothing_after_the_next_run(
+    http_server: FaultServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process SIGKILLed between writing its state aside and renaming it: the next run cleans up.
+
+    The child kills itself at the exact point (the rename of the state's
+    temporary file), as a kill -9 there would; the next download takes its
+    lock over and removes the half-made state file, and only that.
+    """
+    url = http_server.add_file(PATH, DATA)
+    target = tmp_path / "events.fits"
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from pyvo_dl import http_download
+        replace = os.replace
+        def replace_or_die(src, dst):
+            if str(src).endswith(".tmp"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            replace(src, dst)
+        os.replace = replace_or_die
+        http_download({url!r}, {str(target)!r}, progress=False)
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    stray = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(stray) == 1, os.listdir(tmp_path)
+    assert stray[0].startswith("events.fits.part.json."), stray
+    # Not the state's temporary files: a link with such a name, and other names.
+    (tmp_path / "events.fits.part.json.1-0123abcd.tmp").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "events.fits.part.json.mine.tmp").write_text("a user's file")
+    (tmp_path / "other.fits.part.json.1-0123abcd.tmp").write_text("another target's")
+
+    assert http_download(url, str(target), progress=False, verbose=True) == str(target)
+
+    assert target.read_bytes() == DATA
+    assert leftovers(target) == []
+    assert sorted(os.listdir(tmp_path)) == [
+        "events.fits",
+        "events.fits.part.json.1-0123abcd.tmp",
+        "events.fits.part.json.mine.tmp",
+        "other.fits.part.json.1-0123abcd.tmp",
+    ]
+    assert f"Removed {tmp_path / stray[0]}: a state file that a download" in capsys.readouterr().out
+
+
+def test_a_download_that_took_no_lock_over_lists_no_folder(
+    http_server: FaultServer, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search for half-made state files is only for a lock taken over: no listdir per file."""
+    url = http_server.add_file(PATH, DATA[:MiB])
+    listed: list[str] = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(str(path)) or listdir(path))
+    http_download(url, str(tmp_path / "events.fits"), progress=False)
+    assert listed == []
