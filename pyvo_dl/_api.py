@@ -935,8 +935,9 @@ def aws_download(
     resume, retries, checksum, progress
         As for `http_download`.
     connections : int, optional
-        Parallel ranged GETs for one large object, 1 to 64 (default: 8 for
-        objects of at least 8 MiB; smaller ones use one).
+        Parallel ranged GETs for one large object, 1 to 64 (default: 16,
+        in parts of at least 4 MiB: an object under 64 MiB uses fewer, one
+        under 8 MiB one).
     recursive : bool, optional
         Treat the key as a prefix (``s3://bucket/prefix/``): list it and
         download every object under it into ``local_filepath`` (a folder,

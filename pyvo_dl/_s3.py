@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 
 _GLOBAL_REGION = "us-east-1"
 #: Parallel ranged GETs for a large object by default. One S3 connection
-#: delivers a few tens of MB/s; boto3 uses 10. Objects under two parts
-#: (``_parallel.MIN_PART_SIZE``) are fetched on one connection.
-DEFAULT_CONNECTIONS = 8
+#: delivers a few tens of MB/s (boto3 uses 10, s5cmd's tuned ``-c 16``
+#: 16): through the benchmark's server capped at 40 MiB/s per connection
+#: with 10 ms to first byte, 256 MiB took 1.05 s at 8 and 0.67 s at 16, in
+#: 25 MiB of memory (docs/benchmarks.md). Parts are never under
+#: ``_parallel.MIN_PART_SIZE``: an object under 64 MiB uses fewer, one
+#: under 8 MiB one.
+DEFAULT_CONNECTIONS = 16
 #: Keys per ListObjectsV2 page; None lets the server choose (S3: 1000).
 LIST_PAGE_SIZE: int | None = None
 

@@ -338,6 +338,23 @@ def test_a_split_download_asks_for_the_whole_object_first(
     assert not list(in_tmp.glob("*.part*"))
 
 
+@pytest.mark.parametrize(
+    ("size_mib", "parts"), [(64, 16), (32, 8), (7, 1)], ids=["64MiB", "32MiB", "7MiB"]
+)
+def test_at_its_defaults_an_object_is_split_in_up_to_sixteen_parts_of_4_mib_or_more(
+    s3_server: FaultServer, in_tmp: Path, size_mib: int, parts: int
+) -> None:
+    """The default connections (16, from the benchmark's curve), never a part under 4 MiB."""
+    body = _data(size_mib * MIB)
+    path = _serve_object(s3_server, "d.fits", body)
+    pyvo_dl.aws_download(f"s3://{BUCKET}/d.fits", endpoint_url=s3_server.base_url, progress=False)
+    assert (in_tmp / "d.fits").read_bytes() == body
+    first, *ranges = _gets(s3_server, path)
+    assert "range" not in first.headers
+    assert len(ranges) == parts - 1
+    assert all(r.status == 206 for r in ranges)
+
+
 def test_requester_pays_header_is_sent_and_signed(http_server: FaultServer, in_tmp: Path) -> None:
     path = _serve_object(http_server, "rp.fits", b"paid")
     pyvo_dl.aws_download(
