@@ -760,16 +760,14 @@ class PartFile:
             os.replace(tmp, self.state_path)
             self.has_state = True
             return fd
-        except OSError as exc:
+        except BaseException as exc:
+            # A disk error, or Ctrl-C's or SIGTERM's exception between the
+            # create and the replace: nothing half-made is left either way.
             if fd >= 0:
                 os.close(fd)
             _remove(tmp)
-            raise disk_error(exc, self.state_path, "write") from exc
-        except BaseException:
-            # Ctrl-C or SIGTERM's exception between the create and the replace.
-            if fd >= 0:
-                os.close(fd)
-            _remove(tmp)
+            if isinstance(exc, OSError):
+                raise disk_error(exc, self.state_path, "write") from exc
             raise
 
     def remove_stray_states(self) -> list[str]:
