@@ -529,9 +529,9 @@ def _http_request(
     ``name_folder``: without ``local_filepath``, the derived name goes in
     this folder rather than the current one (download_many's items).
     """
-    from . import _exchange
+    from . import _exchange, _httputil
 
-    url, from_url = _checked_url(url)
+    url, from_url = _httputil.check_download_url(url)
     if auth is None and from_url is not None:
         auth = from_url  # user:password@ in the URL, as curl and requests take it
     seconds = _check_common(timeout, retries, connections)
@@ -558,13 +558,6 @@ def _http_request(
             name = os.path.join(name_folder, name)
         request.target = name
     return request, transport
-
-
-def _checked_url(url: Any) -> tuple[str, tuple[str, str] | None]:
-    """The URL of an http(s) download, ready to request, and the ``user:password`` in it."""
-    from ._httputil import check_download_url
-
-    return check_download_url(url)
 
 
 # Options that only one kind of source takes: download() and download_many()
