@@ -573,6 +573,24 @@ class AnswerHeaders:
 # -- connections ----------------------------------------------------------------
 
 
+def _create_connection(
+    address: tuple[str, int], timeout: float | None, source_address: Any
+) -> socket.socket:
+    """``socket.create_connection``, with an ASCII host handed to it as bytes.
+
+    ``getaddrinfo`` encodes a str host with the ``idna`` codec, whose first
+    use imports ``encodings.idna``, ``stringprep`` and ``unicodedata``: 1.7 ms
+    and 6.1 M instructions of every process's first connection. A URL's host
+    is ASCII here already (IDNA is applied when the URL is checked); bytes
+    are resolved as they are.
+    """
+    host, port = address
+    if host.isascii():
+        resolved_as: Any = (host.encode("ascii"), port)
+        return socket.create_connection(resolved_as, timeout, source_address)
+    return socket.create_connection(address, timeout, source_address)
+
+
 class _Connection(http.client.HTTPConnection):
     """An ``HTTPConnection`` whose answers are read by :class:`_Response`."""
 
@@ -587,6 +605,7 @@ class _Connection(http.client.HTTPConnection):
         self.idle_since = 0.0
         #: The descriptor and a poll object watching it, for the check before reuse.
         self.poller: tuple[int, Any] | None = None
+        self._create_connection = _create_connection
 
     def _new_response(
         self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
@@ -660,7 +679,7 @@ class _HTTPSConnection(_Connection, http.client.HTTPSConnection):
     def _connect_tls_proxy(
         self, address: tuple[str, int], timeout: Any = None, source_address: Any = None
     ) -> ssl.SSLSocket:
-        sock = socket.create_connection(address, timeout, source_address)
+        sock = _create_connection(address, timeout, source_address)
         try:
             return self._tls.wrap_socket(sock, server_hostname=address[0])
         except BaseException:

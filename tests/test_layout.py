@@ -151,11 +151,13 @@ def test_import_is_light() -> None:
 #: its state) is imported at the first request; these never are, until
 #: something needs them (a checksum, a log handler, parallel ranges, an S3
 #: listing, a session). Its records are plain classes (_records): dataclasses
-#: would bring inspect, a third of what the first download imports.
+#: would bring inspect, a third of what the first download imports. The
+#: host goes to getaddrinfo as bytes: a str is encoded with the idna codec,
+#: whose first use imports encodings.idna, stringprep and unicodedata.
 NOT_FOR_A_PLAIN_DOWNLOAD = [
     "hashlib", "zlib", "logging", "concurrent", "xml", "urllib.request", "typing", "html.parser",
     "asyncio", "subprocess", "tempfile", "shutil", "botocore", "requests",
-    "dataclasses", "inspect",
+    "dataclasses", "inspect", "encodings.idna", "stringprep", "unicodedata",
 ]  # fmt: skip
 
 
