@@ -979,14 +979,14 @@ class PartFile:
 #: os.pwrite: every POSIX system; elsewhere (Windows) a sequential writer seeks once.
 _PWRITE = getattr(os, "pwrite", None)
 
-#: The most a single write (or splice) puts into a ``.part`` at once. Larger
-#: writes make Linux's page cache take large folios for the file, and on a
-#: virtual machine whose free memory goes back to the host each new large
-#: folio costs a fault in the host: 256 MiB into ext4 (Linux 6.18, dd) took
-#: 0.65-0.9 s of system time in writes of 128 KiB to 1 MiB, 0.08-0.25 s in
-#: writes of 32-64 KiB. 64 KiB pieces cost 4096 calls per 256 MiB instead of
-#: 256, a few milliseconds where large folios are cheap.
-WRITE_PIECE: Final = 64 * 1024
+# A body goes into its .part in writes (and splices) as large as the buffer
+# or the pipe holds, up to 1 MiB, so that Linux's page cache takes large
+# folios for it. In writes of 64 KiB, 256 MiB from a loopback nginx into ext4
+# (Linux 6.18, KVM) took 0.25-0.27 s against 0.19-0.21 s, the difference the
+# kernel's per-folio work (perf: allocation, page-cache insertion, LRU,
+# dirtying). One other VM, whose host took back free memory, paid a host fault
+# per new large folio instead (0.69-0.78 s against 0.16-0.30 s in 64 KiB
+# writes); docs/benchmarks.md weighs the two.
 
 
 class PartProgress:
@@ -1072,12 +1072,13 @@ class Writer:
         """
         fd, position = self.fd, self.position
         try:
+            # The whole chunk (up to the 1 MiB buffer) in one call: Linux's
+            # page cache then takes large folios for it (docs/benchmarks.md).
             while chunk:
-                piece = chunk[:WRITE_PIECE]
                 if _PWRITE is not None:
-                    written = _PWRITE(fd, piece, position)
+                    written = _PWRITE(fd, chunk, position)
                 else:
-                    written = os.write(fd, piece)
+                    written = os.write(fd, chunk)
                 chunk = chunk[written:]
                 position += written
         except OSError as exc:
@@ -1151,8 +1152,7 @@ class SplicePipe:
         writer = self._writer
         try:
             while count:
-                piece = min(count, WRITE_PIECE)
-                moved = _SPLICE(self.read_fd, writer.fd, piece, offset_dst=writer.position)
+                moved = _SPLICE(self.read_fd, writer.fd, count, offset_dst=writer.position)
                 count -= moved
                 writer.position += moved
         except OSError as exc:
