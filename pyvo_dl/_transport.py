@@ -579,8 +579,8 @@ def _create_connection(
     """``socket.create_connection``, with an ASCII host handed to it as bytes.
 
     ``getaddrinfo`` encodes a str host with the ``idna`` codec, whose first
-    use imports ``encodings.idna``, ``stringprep`` and ``unicodedata``: 1.7 ms
-    and 6.1 M instructions of every process's first connection. A URL's host
+    use imports ``encodings.idna``, ``stringprep`` and ``unicodedata``: 5.4 M
+    of the 216.8 M instructions of a one-file 1 MiB download process. A URL's host
     is ASCII here already (IDNA is applied when the URL is checked); bytes
     are resolved as they are.
     """
